@@ -1,0 +1,96 @@
+# pam-twofa: build, lint and test entry points.  `make test` is what CI runs (.ci/run):
+# it installs everything it needs on a fresh Debian 12 machine (as root).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+# The test interpreter: `python3` on PATH (pyenv on these machines).  The PAM module
+# itself runs in Debian's /usr/bin/python3 inside pam_python, whatever this says.
+PYTHON ?= python3
+
+APT_PACKAGES := \
+	libpam-python libpam-wrapper libnss-wrapper libuid-wrapper python3-pypamtest \
+	pamtester openssh-server openssh-client oathtool zbar-tools \
+	libpam-google-authenticator libpam-oath \
+	python3-pyotp python3-yaml python3-qrcode python3-ntplib python3-click \
+	chrony faketime systemd lintian debhelper dh-python pybuild-plugin-pyproject \
+	python3-all python3-setuptools fail2ban man-db iproute2
+
+# Used only while there is no pyproject.toml; otherwise pyproject's `test` extra rules.
+PIP_FALLBACK := pytest hypothesis ruff mypy types-PyYAML paramiko aiosmtpd pyotp qrcode \
+	pypng ntplib PyYAML click
+PIP := $(PYTHON) -m pip --disable-pip-version-check
+PIP_INSTALL := $(PIP) install --root-user-action=ignore --progress-bar off
+
+# Stamp for the pip step, outside the tree (nothing to ignore in git), one per checkout.
+DEPS_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pam-twofa
+PIP_STAMP := $(DEPS_CACHE)/pip-$(firstword $(shell printf '%s' '$(CURDIR)' | sha256sum))
+
+.PHONY: deps deps-apt deps-pip lint pyc test clean demo bench deb
+
+deps: deps-apt deps-pip
+
+# apt: a dpkg-query check (~0.1 s); `apt-get update` + install only when something is missing.
+deps-apt:
+	@missing="$$(comm -13 \
+	    <(dpkg-query -W -f='$${Package} $${db:Status-Abbrev}\n' $(APT_PACKAGES) 2>/dev/null \
+	      | awk '$$2 == "ii" {print $$1}' | sort -u || true) \
+	    <(printf '%s\n' $(APT_PACKAGES) | sort -u))"; \
+	if [ -z "$$missing" ]; then \
+	  echo "deps-apt: all $(words $(APT_PACKAGES)) Debian packages installed"; \
+	else \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "deps-apt: missing (run as root to install):" $$missing >&2; exit 1; \
+	  fi; \
+	  echo "deps-apt: installing:" $$missing; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# pip: `pip install -e '.[test]'` into $(PYTHON); skipped while pyproject.toml, this
+# checkout's path and the interpreter are unchanged and pam_twofa still resolves here
+# (another checkout's editable install, e.g. CI's clone, repoints it).
+deps-pip:
+	@key="$$( { if [ -f pyproject.toml ]; then cat pyproject.toml; else echo '$(PIP_FALLBACK)'; fi; \
+	            echo '$(CURDIR)'; \
+	            $(PYTHON) -c 'import sys; print(sys.executable, sys.version)'; } | sha256sum)"; \
+	origin=""; \
+	if [ -f pyproject.toml ]; then \
+	  origin="$$(cd / && $(PYTHON) -c 'import importlib.util as u; \
+	    s = u.find_spec("pam_twofa"); print(s.origin if s else "")' 2>/dev/null || true)"; \
+	fi; \
+	if [ -f '$(PIP_STAMP)' ] && [ "$$(cat '$(PIP_STAMP)')" = "$$key" ] \
+	   && { [ ! -f pyproject.toml ] || [ "$$origin" = '$(CURDIR)/pam_twofa/__init__.py' ]; }; then \
+	  echo "deps-pip: up to date ($(PYTHON))"; \
+	else \
+	  echo "deps-pip: installing into $$($(PYTHON) -c 'import sys; print(sys.executable)')"; \
+	  rm -f '$(PIP_STAMP)'; \
+	  if [ -f pyproject.toml ]; then \
+	    $(PIP_INSTALL) -e '.[test]'; \
+	  else \
+	    $(PIP_INSTALL) $(PIP_FALLBACK); \
+	  fi; \
+	  mkdir -p '$(DEPS_CACHE)'; \
+	  printf '%s\n' "$$key" > '$(PIP_STAMP)'; \
+	fi
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy pam_twofa
+
+# pam_python never writes .pyc files, so a source checkout would compile every
+# module on every login (~10 ms): compile them once with the interpreter it embeds.
+pyc:
+	/usr/bin/python3 -m compileall -q pam_twofa
+
+test: deps pyc
+	@$(MAKE) --no-print-directory lint
+	$(PYTHON) -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf .mypy_cache .ruff_cache .pytest_cache build dist ./*.egg-info '$(PIP_STAMP)'
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# TODO(lead): fill these in.
+demo bench deb:
+	@echo "make $@: not yet"; exit 1

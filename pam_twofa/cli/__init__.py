@@ -1,0 +1,1 @@
+"""The command-line faces: thin click wrappers over the library."""

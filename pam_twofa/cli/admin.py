@@ -1,0 +1,204 @@
+"""``twofa-admin``: root's tool over the same core, store and log as the module.
+
+Each command is a small function over the library; errors are caught once, in
+``common.run``. ``--policy`` and ``--state-dir`` name the same files as the
+module's ``policy=`` and ``state_dir=`` arguments.
+"""
+
+from __future__ import annotations
+
+import click
+
+from pam_twofa import enrollment, lockout, log
+from pam_twofa.cli.common import ExitCode, print_json, run, when
+from pam_twofa.clock import Clock
+from pam_twofa.errors import NotEnrolled, PolicyError, UsageError
+from pam_twofa.paths import DEFAULT_POLICY, DEFAULT_STATE_DIR, Paths
+from pam_twofa.store import FileStore, validate_user_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pam_twofa.policy import Policy
+
+PROG = "twofa-admin"
+
+
+class Admin:
+    """What every admin command works with: paths, clock, store, policy, log."""
+
+    def __init__(self, paths: Paths, clock: Clock | None = None) -> None:
+        self.paths = paths
+        self.clock = clock or Clock()
+        self.store = FileStore(paths, self.clock)
+        self._policy: Policy | None = None
+
+    @property
+    def policy(self) -> Policy:
+        if self._policy is None:
+            from pam_twofa import policyfile
+
+            self._policy = policyfile.load(self.paths)
+        return self._policy
+
+    def audit(self, action: str, user: str, **fields: object) -> None:
+        """One authpriv line per change, like the module's."""
+        import os
+
+        sink = log.SyslogSink(f"twofa-admin({action})", self.paths.log_socket)
+        sink.log(log.NOTICE, "", user=user, by_uid=os.getuid(), **fields)
+        sink.close()
+
+
+pass_admin = click.make_pass_decorator(Admin)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--policy", "policy", default=DEFAULT_POLICY, show_default=True,
+              type=click.Path(dir_okay=False), help="Policy file.")
+@click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True,
+              type=click.Path(file_okay=False), help="State directory.")
+@click.version_option(package_name="pam-twofa", prog_name=PROG)
+@click.pass_context
+def cli(ctx: click.Context, policy: str, state_dir: str) -> None:
+    """Administer pam-twofa: enroll users, show status, reset and unlock."""
+    explicit = ctx.get_parameter_source("policy") is not click.core.ParameterSource.DEFAULT
+    ctx.obj = Admin(Paths(policy=policy, policy_explicit=explicit,
+                          state_dir=state_dir.rstrip("/") or "/"))
+
+
+def enroll_user(admin: Admin, user: str, secret: str | None) -> dict[str, str]:
+    """Provision ``user`` with a new (or given) secret; replaces any old one."""
+    validate_user_name(user)
+    secret = enrollment.check_secret(secret) if secret else None
+    from pam_twofa import totp
+
+    secret = secret or totp.random_secret()
+    policy = admin.policy
+    with admin.store.update(user) as state:
+        enrollment.activate(state, secret, policy, admin.clock.now())
+        state.recovery_codes = []
+    admin.audit("enroll", user)
+    return {"user": user, "secret": secret, "uri": enrollment.uri(user, secret, policy)}
+
+
+@cli.command()
+@click.argument("user")
+@click.option("--secret", help="Use this base32 secret (>= 128 bits) instead of a new one.")
+@click.option("--json", "as_json", is_flag=True, help="Print {user, secret, uri} as JSON.")
+@pass_admin
+def enroll(admin: Admin, user: str, secret: str | None, as_json: bool) -> None:
+    """Enroll USER (admin provisioning) and print the secret and otpauth URI."""
+
+    def body() -> None:
+        result = enroll_user(admin, user, secret)
+        if as_json:
+            print_json(result)
+            return
+        from pam_twofa.cli.show import show_secret
+
+        show_secret(result["user"], result["secret"], result["uri"])
+
+    run(PROG, body)
+
+
+def user_status(admin: Admin, user: str) -> dict[str, Any]:
+    validate_user_name(user)
+    info = enrollment.status(admin.store.load(user), admin.clock.now())
+    return {"user": user, **info}
+
+
+@cli.command()
+@click.argument("user", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_admin
+def status(admin: Admin, user: str | None, as_json: bool) -> None:
+    """Show USER's 2FA state, or every user's with state."""
+
+    def body() -> None:
+        users = [user] if user else admin.store.users()
+        rows = [user_status(admin, name) for name in users]
+        if as_json:
+            print_json(rows[0] if user else rows)
+            return
+        click.echo(f"{'USER':<20} {'ENROLLED':<9} {'FAILURES':<9} LOCKED UNTIL")
+        for row in rows:
+            click.echo(f"{row['user']:<20} {'yes' if row['enrolled'] else 'no':<9} "
+                       f"{row['failures']:<9} {when(row['locked_until'])}")
+
+    run(PROG, body)
+
+
+@cli.command()
+@click.argument("user")
+@pass_admin
+def reset(admin: Admin, user: str) -> None:
+    """Remove USER's 2FA entirely (secret, recovery codes, devices, lock)."""
+
+    def body() -> None:
+        validate_user_name(user)
+        if not admin.store.delete(user):
+            raise NotEnrolled(f"{user} has no 2FA state")
+        admin.audit("reset", user)
+        click.echo(f"{user}: 2FA reset; the user must enroll again.")
+
+    run(PROG, body)
+
+
+@cli.command()
+@click.argument("user")
+@pass_admin
+def unlock(admin: Admin, user: str) -> None:
+    """Lift USER's lock and forget the wrong codes counted so far."""
+
+    def body() -> None:
+        validate_user_name(user)
+        if admin.store.load(user) is None:
+            raise NotEnrolled(f"{user} has no 2FA state")
+        with admin.store.update(user) as state:
+            lockout.unlock(state)
+        admin.audit("unlock", user)
+        click.echo(f"{user}: unlocked.")
+
+    run(PROG, body)
+
+
+@cli.group("policy")
+def policy_group() -> None:
+    """Check the policy file."""
+
+
+@policy_group.command("check")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@pass_admin
+def policy_check(admin: Admin, file: str | None) -> None:
+    """Validate FILE (default: --policy); print each error as file:line."""
+
+    def body() -> None:
+        from pam_twofa import policyfile
+
+        paths = admin.paths if file is None else admin.paths.replace(policy=file,
+                                                                     policy_explicit=True)
+        try:
+            policyfile.load(paths, use_cache=False)
+        except PolicyError as exc:
+            errors = getattr(exc, "errors", [exc])
+            for error in errors:
+                click.echo(error.message, err=True)
+            raise SystemExit(ExitCode.CONFIG) from None
+        click.echo(f"{paths.policy}: OK")
+
+    run(PROG, body)
+
+
+def main() -> None:
+    try:
+        cli(prog_name=PROG)
+    except UsageError as exc:  # raised while building the context
+        click.echo(f"{PROG}: error: {exc.message}", err=True)
+        raise SystemExit(ExitCode.USAGE) from None
+
+
+if __name__ == "__main__":
+    main()

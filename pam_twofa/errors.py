@@ -1,0 +1,100 @@
+"""The one error hierarchy of pam-twofa.
+
+Every failure the package expects is a ``TwofaError``. Each class names the log
+reason and the CLI exit code it maps to, so the PAM face (``pam_entry``) and the
+CLIs (``cli.common``) map errors in exactly one place each.
+"""
+
+from __future__ import annotations
+
+
+class TwofaError(Exception):
+    """Base of every expected pam-twofa failure."""
+
+    reason = "internal-error"  # stable token for the log line
+    exit_name = "SOFTWARE"  # name in cli.common.ExitCode
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(TwofaError):
+    """A command or module argument is wrong."""
+
+    reason = "bad-argument"
+    exit_name = "USAGE"
+
+
+class PolicyError(TwofaError):
+    """The policy file is missing, insecure or invalid; names file and line."""
+
+    reason = "bad-policy"
+    exit_name = "CONFIG"
+
+    def __init__(
+        self, message: str, path: str = "", line: int = 0, failmode: str | None = None
+    ) -> None:
+        where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
+        super().__init__(where + message)
+        self.path = path
+        self.line = line
+        self.problem = message
+        # The file's own top-level ``failmode`` when it could still be read, so a
+        # typo elsewhere does not silently flip an admin's choice.
+        self.failmode = failmode
+
+
+class PolicyErrors(PolicyError):
+    """Several policy errors at once (``twofa-admin policy check`` lists them all)."""
+
+    def __init__(self, errors: list[PolicyError]) -> None:
+        super().__init__("\n".join(e.message for e in errors), failmode=errors[0].failmode)
+        self.message = "\n".join(e.message for e in errors)
+        self.errors = errors
+
+
+class InvalidUserName(TwofaError):
+    """A user name that must never become a path."""
+
+    reason = "bad-user-name"
+    exit_name = "USAGE"
+
+
+class StateError(TwofaError):
+    """The state directory or a state file cannot be used safely."""
+
+    reason = "state-error"
+    exit_name = "STATE"
+
+
+class CorruptState(StateError):
+    """A state file is unreadable or does not match the schema."""
+
+    reason = "corrupt-state"
+
+
+class InsecureState(StateError):
+    """A state file or directory has the wrong owner, mode or type."""
+
+    reason = "insecure-state"
+
+
+class LockTimeout(StateError):
+    """Another process held the user's lock for too long."""
+
+    reason = "lock-timeout"
+
+
+class NotEnrolled(TwofaError):
+    """The operation needs an enrolled user."""
+
+    reason = "not-enrolled"
+    exit_name = "NOT_FOUND"
+
+
+class UnknownUser(TwofaError):
+    """No such account in the system's user database."""
+
+    reason = "unknown-user"
+    exit_name = "NOT_FOUND"

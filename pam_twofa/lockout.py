@@ -1,0 +1,74 @@
+"""Progressive lockout: wrong codes lock the user, each lock after the first longer.
+
+``max_failures`` wrong codes within ``interval_seconds`` lock the user for
+``lock_seconds``. Until the next success, every further wrong code locks again
+for twice as long as the lock before, capped at ``max_lock_seconds``. With the
+defaults that is ~380 guesses a year for an attacker who knows the password
+(``guesses_per_year`` computes it), against ~175,000 for a fixed lockout.
+Attempts while locked are refused without looking at the code and do not count.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pam_twofa.policy import LockoutPolicy
+    from pam_twofa.state import UserState
+
+
+def locked_until(state: UserState, now: float) -> float | None:
+    """The end of the user's lock, or None when not locked at ``now``."""
+    return state.locked_until if state.locked_until > now else None
+
+
+def lock_duration(policy: LockoutPolicy, level: int) -> float:
+    """How long the ``level``-th lock since the last success lasts (level >= 1)."""
+    return float(min(policy.lock_seconds * 2 ** min(level - 1, 62), policy.max_lock_seconds))
+
+
+def record_failure(state: UserState, policy: LockoutPolicy, now: float) -> float | None:
+    """Count one wrong code; return the new lock's end if this failure locks."""
+    state.failures += 1
+    recent = [t for t in state.recent_failures if now - t < policy.interval_seconds]
+    recent.append(now)
+    state.recent_failures = recent[-policy.max_failures :]
+    if state.lock_level > 0 or len(recent) >= policy.max_failures:
+        state.lock_level += 1
+        state.locked_until = now + lock_duration(policy, state.lock_level)
+        state.recent_failures = []
+        return state.locked_until
+    return None
+
+
+def record_success(state: UserState, now: float) -> None:
+    """A right code starts the count over."""
+    state.failures = 0
+    state.recent_failures = []
+    state.lock_level = 0
+    state.locked_until = 0
+    state.last_success = now
+
+
+def unlock(state: UserState) -> None:
+    """Lift the lock and forget the failures (admin action)."""
+    state.failures = 0
+    state.recent_failures = []
+    state.lock_level = 0
+    state.locked_until = 0
+
+
+def guesses_per_year(policy: LockoutPolicy, seconds: float = 365 * 86400.0) -> int:
+    """Wrong codes an attacker who knows the password can try in ``seconds``.
+
+    The attacker never succeeds, so the lock level never resets: first
+    ``max_failures`` guesses, then one guess per (growing, capped) lock.
+    """
+    guesses = policy.max_failures
+    elapsed = 0.0
+    level = 1
+    while True:
+        elapsed += lock_duration(policy, level)
+        if elapsed >= seconds:
+            return guesses
+        guesses += 1
+        level += 1

@@ -1,0 +1,1 @@
+"""Reusable hermetic PAM test environment."""

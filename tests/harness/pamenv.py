@@ -1,0 +1,358 @@
+"""A hermetic PAM environment for tests: pam_wrapper + nss_wrapper + pamtester.
+
+Nothing under /etc is touched and no system account is used.  Everything lives in one
+directory ``$T`` (normally pytest's ``tmp_path``)::
+
+    $T/passwd $T/group        nss_wrapper databases (users from uid 4242, groups from gid 4210)
+    $T/passdb                 pam_matrix passwords, one line per user per service
+    $T/pam.d/                 PAM_WRAPPER_SERVICE_DIR (``other`` denies everything)
+    $T/state/                 the module's state dir (0700)
+    $T/policy.yaml            the module's policy
+    $T/home/NAME/             home directories
+    $T/log.sock               unix datagram socket the module's syslog lines are sent to
+
+The decisive host is pamtester, a C program: the module runs in pam_python's embedded
+interpreter (Debian's Python), not in the interpreter that runs pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shlex
+import stat
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from tests.harness.procs import (
+    SYSTEM_PATH,
+    LogSocket,
+    Result,
+    merge_env,
+    oathtool,
+    run_logged,
+    setpriv_cmd,
+)
+
+__all__ = ["SYSTEM_PATH", "PamEnv", "Result", "User", "oathtool"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENTRY_MODULE = REPO_ROOT / "pam_twofa" / "pam_entry.py"
+FIXTURE_MODULE = Path(__file__).resolve().parent / "fixture_module.py"
+
+
+def _pam_wrapper_dir() -> Path:
+    found = sorted(glob.glob("/usr/lib/*/pam_wrapper/pam_matrix.so"))
+    if found:
+        return Path(found[0]).parent
+    return Path("/usr/lib/x86_64-linux-gnu/pam_wrapper")
+
+
+PAM_WRAPPER_DIR = _pam_wrapper_dir()
+PAM_SET_ITEMS = PAM_WRAPPER_DIR / "pam_set_items.so"
+PAM_MATRIX = PAM_WRAPPER_DIR / "pam_matrix.so"
+FIRST_UID = 4242
+FIRST_GID = 4210
+PAM_TMP_GLOB = "/tmp/pam.*"  # pam_wrapper's per-process copies of the stack
+
+
+def _owner_alive(pam_tmp: Path) -> bool:
+    """pam_wrapper writes its pid into each /tmp/pam.X it makes."""
+    try:
+        pid = int((pam_tmp / "pid").read_text().strip())
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # alive, another user's
+    except (OSError, ValueError):
+        return False  # no pid file, garbage, or no such process (ESRCH)
+    return True
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: Path
+    password: str
+    groups: tuple[str, ...]
+
+    def passwd_line(self) -> str:
+        return f"{self.name}:x:{self.uid}:{self.gid}:{self.name}:{self.home}:/bin/sh"
+
+
+class PamEnv:
+    """One hermetic PAM world rooted at ``root``; call :meth:`close` when done."""
+
+    oathtool = staticmethod(oathtool)
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        if any(c.isspace() for c in str(self.root)):
+            raise ValueError(f"PAM argument parsing splits on blanks: {self.root}")
+        self.passwd = self.root / "passwd"
+        self.group = self.root / "group"
+        self.passdb = self.root / "passdb"
+        self.pam_dir = self.root / "pam.d"
+        self.state_dir = self.root / "state"
+        self.policy = self.root / "policy.yaml"
+        self.home = self.root / "home"
+        self.log_socket = self.root / "log.sock"
+        self.users: dict[str, User] = {}
+        self.groups: dict[str, tuple[int, list[str]]] = {}  # name -> (gid, members)
+        self.services: list[str] = []
+        self.stray_log_lines: list[str] = []  # datagrams that arrived between calls
+        self._chmodded: list[tuple[Path, int]] = []
+        self._pam_tmp_before = set(glob.glob(PAM_TMP_GLOB))
+
+        self.pam_dir.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)
+        self.state_dir.chmod(0o700)
+        self.policy.touch()
+        self.service_raw(
+            "other",
+            [f"{t} required pam_deny.so" for t in ("auth", "account", "password", "session")],
+            register=False,
+        )
+        self._write_nss()
+
+        self._log = LogSocket(self.log_socket)
+
+    # ---------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        self._log.close()
+        for path, mode in reversed(self._chmodded):
+            with contextlib.suppress(OSError):
+                path.chmod(mode)
+        self._chmodded.clear()
+        for leftover in set(glob.glob(PAM_TMP_GLOB)) - self._pam_tmp_before:
+            if not _owner_alive(Path(leftover)):  # never pull a dir from under a live host
+                subprocess.run(["rm", "-rf", "--one-file-system", leftover], check=False)
+
+    def __enter__(self) -> PamEnv:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- accounts
+    def _free_id(self, start: int, used: Iterable[int]) -> int:
+        taken = set(used)
+        n = start
+        while n in taken:
+            n += 1
+        return n
+
+    def add_group(self, name: str, gid: int | None = None) -> int:
+        if name in self.groups:
+            return self.groups[name][0]
+        used = [g for g, _ in self.groups.values()]
+        if gid is None:
+            gid = self._free_id(FIRST_GID, [*used, *(u.gid for u in self.users.values())])
+        elif gid in used:
+            raise ValueError(f"gid {gid} already used")
+        self.groups[name] = (gid, [])
+        self._write_nss()
+        return gid
+
+    def add_user(
+        self,
+        name: str,
+        uid: int | None = None,
+        groups: Sequence[str] = (),
+        password: str = "secret",
+    ) -> User:
+        if name in self.users:
+            raise ValueError(f"user {name} already exists")
+        if ":" in name or ":" in password or "\n" in password:
+            raise ValueError("':' and newlines cannot appear in passwd/passdb fields")
+        if uid is None:
+            uid = self._free_id(FIRST_UID, (u.uid for u in self.users.values()))
+        elif any(u.uid == uid for u in self.users.values()):
+            raise ValueError(f"uid {uid} already used")
+        used_gids = {g for g, _ in self.groups.values()}
+        primary = uid if uid not in used_gids else None
+        gid = self.add_group(name, primary)
+        for g in groups:
+            self.add_group(g)
+            members = self.groups[g][1]
+            if name not in members:
+                members.append(name)
+        home = self.home / name
+        home.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(home, uid, gid)
+        user = User(name, uid, gid, home, password, tuple(groups))
+        self.users[name] = user
+        self._write_nss()
+        return user
+
+    def _write_nss(self) -> None:
+        self.passwd.write_text("".join(u.passwd_line() + "\n" for u in self.users.values()))
+        self.group.write_text(
+            "".join(
+                f"{name}:x:{gid}:{','.join(members)}\n"
+                for name, (gid, members) in self.groups.items()
+            )
+        )
+        self.passdb.write_text(
+            "".join(
+                f"{u.name}:{u.password}:{svc}\n"
+                for u in self.users.values()
+                for svc in self.services
+            )
+        )
+
+    # ---------------------------------------------------------------- services
+    def module_line(self, module_args: str = "", module: Path | str | None = None) -> str:
+        path = Path(module) if module is not None else ENTRY_MODULE
+        args = (
+            f"policy={self.policy} state_dir={self.state_dir} "
+            f"log_socket={self.log_socket} {module_args}"
+        )
+        return f"auth required pam_python.so {path} {args}".rstrip()
+
+    def service(
+        self,
+        name: str,
+        module_args: str = "",
+        extra_lines: Sequence[str] = (),
+        *,
+        module: Path | str | None = None,
+    ) -> Path:
+        """Password (pam_matrix) then the module; ``module`` defaults to pam_entry.py."""
+        lines = [
+            f"auth required {PAM_SET_ITEMS}",
+            f"auth required {PAM_MATRIX} passdb={self.passdb}",
+            self.module_line(module_args, module),
+            *extra_lines,
+            "account required pam_permit.so",
+        ]
+        return self.service_raw(name, lines)
+
+    def service_raw(self, name: str, lines: Sequence[str], *, register: bool = True) -> Path:
+        if "/" in name or not name:
+            raise ValueError(f"bad service name {name!r}")
+        path = self.pam_dir / name
+        path.write_text("".join(line + "\n" for line in lines))
+        if register and name not in self.services:
+            self.services.append(name)
+            self._write_nss()
+        return path
+
+    def write_policy(self, text: str) -> Path:
+        self.policy.write_text(text)
+        return self.policy
+
+    # ---------------------------------------------------------------- running
+    def wrapper_env(self, *, pam: bool = True) -> dict[str, str]:
+        preload = ["libpam_wrapper.so", "libnss_wrapper.so"] if pam else ["libnss_wrapper.so"]
+        env = {
+            "PATH": SYSTEM_PATH,
+            "LANG": "C.UTF-8",
+            "HOME": os.fspath(self.home),
+            "LD_PRELOAD": " ".join(preload),
+            "NSS_WRAPPER_PASSWD": os.fspath(self.passwd),
+            "NSS_WRAPPER_GROUP": os.fspath(self.group),
+        }
+        if pam:
+            env["PAM_WRAPPER"] = "1"
+            env["PAM_WRAPPER_SERVICE_DIR"] = os.fspath(self.pam_dir)
+        return env
+
+    def allow_uid(self, uid: int) -> None:
+        """Let ``uid`` traverse every ancestor of $T (pytest makes its dirs 0700).
+
+        Only the search bit for others is added, and it is taken back in close().
+        """
+        if uid == os.geteuid():
+            return
+        for path in [self.root, *self.root.parents]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if not mode & stat.S_IXOTH:
+                self._chmodded.append((path, mode))
+                path.chmod(mode | stat.S_IXOTH)
+
+    def _as_uid(
+        self, cmd: list[str], env: dict[str, str], as_uid: int | None
+    ) -> tuple[list[str], dict[str, str]]:
+        if as_uid is None:
+            return cmd, env
+        self.allow_uid(as_uid)
+        return setpriv_cmd(cmd, env, as_uid)
+
+    def pamtester(
+        self,
+        service: str,
+        user: str,
+        answers: Sequence[str],
+        op: str = "authenticate",
+        env: Mapping[str, str] | None = None,
+        as_uid: int | None = None,
+        timeout: float = 20,
+    ) -> Result:
+        """``pamtester -v SERVICE USER OP`` with ``answers`` fed to the prompts in order.
+
+        ``env`` adds variables (PAM_RHOST, PAM_TTY… for pam_set_items, FAKETIME…).
+        """
+        cmd, full_env = self._as_uid(
+            ["pamtester", "-v", service, user, *shlex.split(op)],
+            merge_env(self.wrapper_env(), env),
+            as_uid,
+        )
+        stdin = "".join(a + "\n" for a in answers)
+        self.stray_log_lines.extend(self._log.drain())
+        return run_logged(cmd, full_env, stdin, timeout, self.root, self._log)
+
+    def admin(
+        self,
+        *args: str,
+        as_uid: int | None = None,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+        python: str | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """``python -m pam_twofa.cli.admin --policy … --state-dir … ARGS`` from the repo root.
+
+        The interpreter is the one running the tests; with ``as_uid`` it is Debian's
+        /usr/bin/python3 (another uid cannot reach a pyenv under /root).  nss_wrapper is
+        preloaded so the harness users resolve.
+        """
+        if python is None:
+            python = sys.executable if as_uid is None else "/usr/bin/python3"
+        cmd = [
+            python,
+            "-m",
+            "pam_twofa.cli.admin",
+            "--policy",
+            os.fspath(self.policy),
+            "--state-dir",
+            os.fspath(self.state_dir),
+            *args,
+        ]
+        base = self.wrapper_env(pam=False)
+        if as_uid is None:
+            base["PATH"] = os.environ.get("PATH", SYSTEM_PATH)
+        cmd, full_env = self._as_uid(cmd, merge_env(base, env), as_uid)
+        return subprocess.run(
+            cmd,
+            input=input if input is not None else "",
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            env=full_env,
+            timeout=timeout,
+            check=False,
+        )
