@@ -82,12 +82,21 @@ def read_file(path: str, what: str = "state file") -> bytes | None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` (mode 0600) so a crash never leaves it torn."""
+def atomic_write(path: str, data: bytes, locked: bool = False) -> None:
+    """Replace ``path`` with ``data`` (mode 0600) so a crash never leaves it torn.
+
+    ``locked``: the caller holds the file's lock, so no other writer can be
+    using the temp file: it gets one fixed name, and the leftover of a writer
+    killed mid-write is simply overwritten, instead of piling up.
+    """
     directory, _, name = path.rpartition("/")
-    tmp = f"{directory}/.{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    try:
+    if locked:
+        tmp = f"{directory}/.{name}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    else:
+        tmp = f"{directory}/.{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
         fd = os.open(tmp, flags, 0o600)
         try:
             view = memoryview(data)

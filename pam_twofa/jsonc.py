@@ -56,8 +56,12 @@ def loads(text: str | bytes) -> Any:
     start = len(text) - len(text.lstrip(" \t\n\r"))
     try:
         value, end = _scan(text, start)
-    except StopIteration:
+    except (StopIteration, SystemError):
+        # On a syntax error the C scanner raises json.decoder.JSONDecodeError only if
+        # json.decoder is already imported; otherwise it fails with SystemError.
         raise ValueError("not a JSON document") from None
+    except RecursionError:  # nesting deeper than the interpreter's recursion limit
+        raise ValueError("JSON nested too deeply") from None
     rest = text[end:]
     if rest.strip(" \t\n\r"):
         raise ValueError("extra data after the JSON document")

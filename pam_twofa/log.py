@@ -37,6 +37,13 @@ def escape(value: object) -> str:
     return "".join(c if c in _SAFE else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
 
 
+def clean(text: str) -> str:
+    """Free text for the end of a line: printable ASCII kept, the rest ``\\xHH``."""
+    return "".join(
+        c if " " <= c <= "~" else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text
+    )
+
+
 def _ident() -> str:
     """The host program's name, as C modules' pam_syslog lines carry it."""
     try:

@@ -2,9 +2,10 @@
 
 Module arguments (after the module path), strictly parsed like the policy:
 ``policy=FILE``, ``state_dir=DIR``, ``log_socket=PATH``, ``failmode=secure|safe``,
-``debug``. They override the policy file (defaults < file < arguments). Nothing
-is read from the environment except the PAM environment sshd hands over
-(SSH_CONNECTION, SSH_AUTH_INFO_0), which describes the login, not the config.
+``debug``, ``single_prompt`` (see ``pam_twofa.single``). They override the policy
+file (defaults < file < arguments). Nothing is read from the environment except the
+PAM environment sshd hands over (SSH_CONNECTION, SSH_AUTH_INFO_0), which
+describes the login, not the config.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
     PamHandle = Any
 
-FLAGS = ("debug",)
+FLAGS = ("debug", "single_prompt")
 VALUED = ("policy", "state_dir", "log_socket", "failmode")
 
 
@@ -29,16 +30,17 @@ class Options(Record):
     paths: Paths
     debug: bool = False
     failmode: str | None = None  # None: the policy's
+    single_prompt: bool = False  # one "password+code" prompt; see pam_twofa.single
 
 
 def parse_args(args: list[str]) -> Options:
     """Module arguments to Options; an unknown or malformed one is an error."""
     values: dict[str, str] = {}
-    debug = False
+    flags: set[str] = set()
     for arg in args:
         name, eq, value = arg.partition("=")
         if not eq and name in FLAGS:
-            debug = True
+            flags.add(name)
         elif eq and name in VALUED and value:
             if name in values:
                 raise UsageError(f"module argument {name} given twice")
@@ -57,7 +59,8 @@ def parse_args(args: list[str]) -> Options:
         state_dir=values.get("state_dir", Paths.state_dir).rstrip("/") or "/",
         log_socket=values.get("log_socket", Paths.log_socket),
     )
-    return Options(paths=paths, debug=debug, failmode=failmode)
+    return Options(paths=paths, debug="debug" in flags, failmode=failmode,
+                   single_prompt="single_prompt" in flags)
 
 
 class PamConversation(Conversation):
@@ -130,6 +133,7 @@ class _Login:
         from pam_twofa.store import FileStore
 
         pamh = self.pamh
+        self._early(args)
         options = parse_args(args)
         self.failmode = options.failmode
         self.sink = log.SyslogSink(self.sink.prefix, options.paths.log_socket, options.debug)
@@ -142,7 +146,20 @@ class _Login:
             raise UsageError("no user name from PAM")
         policy = policyfile.load(options.paths)
         self.failmode = options.failmode or policy.failmode
-        clock = Clock()
+        self.sink.log(log.DEBUG, "", user=self.user, policy=options.paths.policy,
+                      state_dir=options.paths.state_dir, scope=policy.mandatory.scope,
+                      failmode=self.failmode, single_prompt=options.single_prompt)
+        clock = Clock(status_path=options.paths.clock_status)  # read only on a wrong code
+        store = FileStore(options.paths, clock)
+        code = None
+        if options.single_prompt:  # password+code in one answer; the password goes on
+            from pam_twofa import single
+
+            code = single.take(pamh, self.conv, store, self.user)
+            if code is None:
+                self.sink.log(log.NOTICE, "", user=self.user, rhost=self.rhost or "-",
+                              result=core.Outcome.REFUSE, reason="no-answer")
+                return int(pamh.PAM_AUTH_ERR)
         request = core.Request(
             user=self.user,
             account=accounts.lookup(self.user),
@@ -151,9 +168,14 @@ class _Login:
             rhost=self.rhost,
             ssh_connection=_env(pamh, "SSH_CONNECTION"),
             ssh_auth_info=_env(pamh, "SSH_AUTH_INFO_0"),
+            code=code,
         )
-        decision = core.authenticate(request, policy, FileStore(options.paths, clock), clock)
+        decision = core.authenticate(request, policy, store, clock)
         refused = decision.outcome == core.Outcome.REFUSE
+        offset = dict(decision.fields).get("clock_offset") if refused else None
+        if offset is not None:  # the last twofa-clockcheck saw more skew than the window
+            self.sink.log(log.WARNING, "server clock may be off: see twofa-clockcheck",
+                          user=self.user, clock_offset=offset)
         self.sink.log(log.NOTICE if refused else log.INFO, "", user=self.user,
                       rhost=self.rhost or "-", result=decision.outcome,
                       reason=decision.reason, **dict(decision.fields))
@@ -163,11 +185,22 @@ class _Login:
             return int(pamh.PAM_IGNORE)
         return int(pamh.PAM_AUTH_ERR)
 
+    def _early(self, args: list[str]) -> None:
+        """Take failmode= and log_socket= before the strict parse, so a typo in
+        another argument is still logged where the admin looks, and fails as
+        the admin chose."""
+        for arg in args:
+            name, _, value = arg.partition("=")
+            if name == "failmode" and value in ("secure", "safe"):
+                self.failmode = value
+            elif name == "log_socket" and value.startswith("/"):
+                self.sink = log.SyslogSink(self.sink.prefix, value)
+
     def failed(self, reason: str, detail: str) -> int:
         """An internal error: deny (secure, the default) or ignore (safe); always logged."""
         failmode = self.failmode or "secure"
         safe = failmode == "safe"
-        self.sink.log(log.ERR, f"error={log.escape(detail)}", user=self.user or "-",
+        self.sink.log(log.ERR, "error: " + log.clean(detail), user=self.user or "-",
                       rhost=self.rhost or "-", result="ignored" if safe else "refused",
                       reason=reason, failmode=failmode)
         if safe:

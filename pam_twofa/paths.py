@@ -35,7 +35,7 @@ class Paths(Record):
 
     @property
     def policy_cache(self) -> str:
-        return self.cache_dir + "/policy.json"
+        return self.cache_dir + "/policy.marshal"
 
     @property
     def clock_status(self) -> str:

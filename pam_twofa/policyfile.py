@@ -3,9 +3,9 @@
 Parsing YAML costs ~13 ms per login (``import yaml`` alone), which the login
 budget cannot pay. The validated policy is therefore cached with ``marshal``
 in the root-only state directory, keyed by the policy file's identity (path,
-device, inode, size, mtime and ctime in ns) and the code's schema version: a
-login reads one small file; any edit of the policy is a cache miss and a full
-strict parse. ``yaml`` is only imported on a miss.
+device, inode, size, mtime and ctime in ns), its exact bytes and the code's
+version and record shapes: a login reads two small files; any edit of the
+policy is a cache miss and a full strict parse. ``yaml`` loads only on a miss.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def parse_text(text: str, path: str) -> dict[str, Any]:
         raise PolicyError(f"not valid YAML: {exc.problem or exc}", path, line) from None
     except yaml.YAMLError as exc:
         raise PolicyError(f"not valid YAML: {exc}", path) from None
+    except RecursionError:  # a recursive alias (a: &x [*x]) or absurd nesting
+        raise PolicyError("not valid YAML: nested too deeply or a recursive alias", path) from None
 
     def where(key_path: tuple[str, ...]) -> int:
         while key_path and key_path not in lines:
@@ -75,6 +77,10 @@ def _plain(loader: Any, node: Any, key_path: tuple[str, ...],
     import yaml
 
     lines.setdefault(key_path, node.start_mark.line + 1)
+    if isinstance(node, yaml.CollectionNode) and node.tag not in (
+            "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
+        # Collections are walked here, not constructed, so refuse a tag we would ignore.
+        raise PolicyError(f"tag {node.tag!r} is not allowed", path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -99,7 +105,12 @@ def _key(path: str, st: os.stat_result) -> tuple[Any, ...]:
     return (CACHE_VERSION, __version__, shape, *identity)
 
 
-def _read_cache(paths: Paths, key: tuple[Any, ...]) -> dict[str, Any] | None:
+def _read_cache(paths: Paths, key: tuple[Any, ...], source: bytes) -> dict[str, Any] | None:
+    """The compiled policy if the cache was made from exactly this file and code.
+
+    The file's bytes are compared too: two edits within one clock tick can
+    leave size and times unchanged, the content cannot.
+    """
     try:
         raw = fsutil.read_file(paths.policy_cache, "policy cache")
         if raw is None:
@@ -107,18 +118,24 @@ def _read_cache(paths: Paths, key: tuple[Any, ...]) -> dict[str, Any] | None:
         cached = marshal.loads(raw)
     except (StateError, ValueError, EOFError, TypeError):
         return None
-    if type(cached) is tuple and len(cached) == 2 and cached[0] == key:
-        data: dict[str, Any] = cached[1]
+    if type(cached) is tuple and len(cached) == 3 and cached[0] == key and cached[1] == source:
+        data: dict[str, Any] = cached[2]
         return data
     return None
 
 
-def _write_cache(paths: Paths, key: tuple[Any, ...], plain: dict[str, Any]) -> None:
+def _write_cache(paths: Paths, key: tuple[Any, ...], source: bytes,
+                 plain: dict[str, Any]) -> None:
     """Best effort: a read-only state dir only makes logins slower."""
     try:
         fsutil.ensure_dir(paths.state_dir)
         fsutil.ensure_dir(paths.cache_dir, "cache directory")
-        fsutil.atomic_write(paths.policy_cache, marshal.dumps((key, plain)))
+        compiled = {
+            section: ({k: (v.text if isinstance(v, policy.NameSet) else v)
+                       for k, v in values.items()} if isinstance(values, dict) else values)
+            for section, values in plain.items()
+        }
+        fsutil.atomic_write(paths.policy_cache, marshal.dumps((key, source, compiled)))
     except StateError:
         pass
 
@@ -138,17 +155,17 @@ def load(paths: Paths, use_cache: bool = True) -> policy.Policy:
         st = os.fstat(fd)
         _check_file(st, path)
         key = _key(path, st)
-        plain = _read_cache(paths, key) if use_cache else None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read()
+        plain = _read_cache(paths, key, raw) if use_cache else None
         if plain is None:
-            with os.fdopen(os.dup(fd), "rb") as f:
-                raw = f.read()
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise PolicyError("not UTF-8 text", path) from None
             plain = parse_text(text, path)
             if use_cache:
-                _write_cache(paths, key, plain)
+                _write_cache(paths, key, raw, plain)
     finally:
         os.close(fd)
     try:

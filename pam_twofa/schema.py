@@ -13,6 +13,7 @@ from pam_twofa.policy import (
     EnrollmentPolicy,
     LockoutPolicy,
     MandatoryPolicy,
+    NameSet,
     NotificationPolicy,
     SmtpPolicy,
     TotpPolicy,
@@ -92,17 +93,17 @@ class Str(Check):
 
 
 class Names(Check):
-    """A list of user/group names (or other plain tokens), kept as a frozenset."""
+    """A list of user/group names (or other plain tokens), kept as a ``NameSet``."""
 
     def __init__(self, default: tuple[str, ...], doc: str,
                  each: Callable[[str], str] | None = None, ordered: bool = False) -> None:
-        super().__init__(tuple(default) if ordered else frozenset(default), doc)
+        super().__init__(tuple(default) if ordered else NameSet(default), doc)
         self.each = each
         self.ordered = ordered
 
     def __call__(self, value: object) -> Any:
         if value is None:
-            return () if self.ordered else frozenset()
+            return () if self.ordered else NameSet()
         if type(value) is not list:
             raise Invalid("must be a list")
         out: dict[str, None] = {}
@@ -110,7 +111,7 @@ class Names(Check):
             if type(item) is not str or not item or any(c.isspace() or ord(c) < 32 for c in item):
                 raise Invalid(f"must list plain names without spaces, not {item!r}")
             out[self.each(item) if self.each else item] = None
-        return tuple(out) if self.ordered else frozenset(out)
+        return tuple(out) if self.ordered else NameSet(out)
 
 
 def _cidr(text: str) -> str:
@@ -175,25 +176,38 @@ SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
     }),
     "smtp": (SmtpPolicy, {
         "provider": Choice("custom", ("custom", "gmail", "outlook"),
-                           "gmail and outlook fill host, port and security"),
-        "host": Str(None, "SMTP server"),
+                           "gmail and outlook fill host (smtp.gmail.com, smtp.office365.com), "
+                           "port 587 and starttls"),
+        "host": Str(None, "SMTP server (null with provider custom: no mail is sent and "
+                          "emergency codes are not offered)"),
         "port": Int(None, 1, 65535, "SMTP port (null: 587 for starttls, 465 for ssl, 25)",
                     null=True),
-        "security": Choice("starttls", ("starttls", "ssl", "none"), "TLS mode"),
+        "security": Choice("starttls", ("starttls", "ssl", "none"),
+                           "starttls (required: a server without it is refused), ssl "
+                           "(implicit TLS) or none (plain: credentials are never sent); "
+                           "certificates are always verified"),
         "username": Str(None, "login name, if the server needs one"),
-        "password_file": Str(None, "root-only file holding the password"),
+        "password_file": Str(None, "file whose first line is the password; refused unless "
+                                   "owned by root with no group or other access"),
         "auth": Choice("password", ("password", "xoauth2"), "authentication method"),
-        "token_command": Str(None, "root-only command printing an OAuth2 token (xoauth2)"),
+        "token_command": Str(None, "command printing an OAuth2 access token (auth xoauth2): "
+                                   "absolute path, run without a shell within the timeout, "
+                                   "owned by root with no group or other access"),
         "ca_file": Str(None, "CA bundle to verify the server (null: system CAs)"),
         "from": Str(None, "sender address (null: pam-twofa@<host>)"),
-        "timeout_seconds": Int(10, 1, 120, "timeout of every SMTP step"),
+        "timeout_seconds": Int(10, 1, 120, "time allowed for one whole mail (name lookup, "
+                                           "connect, TLS, login, send); a login waiting "
+                                           "for mail is refused after it"),
     }),
     "emergency": (EmergencyPolicy, {
         "enabled": Bool(True, "offer emergency codes by email to users with a verified "
                               "address (needs smtp)"),
-        "code_digits": Int(8, 6, 12, "emergency code length"),
-        "ttl_seconds": Int(600, 60, 3600, "how long an emergency code is valid"),
-        "max_sends_per_hour": Int(3, 1, 100, "emergency mails per user per hour"),
+        "code_digits": Int(8, 6, 12, "digits of an emergency or address verification code"),
+        "ttl_seconds": Int(600, 60, 3600, "how long an emergency or verification code is "
+                                          "valid; a code works once and the next send "
+                                          "voids it"),
+        "max_sends_per_hour": Int(3, 1, 100, "code mails (emergency and address "
+                                             "verification) per user per hour"),
     }),
     "notifications": (NotificationPolicy, {
         "emergency_code_used": Bool(True, "mail the user when an emergency code is used"),
@@ -221,6 +235,13 @@ def _cross_checks(plain: dict[str, Any]) -> Iterable[tuple[str, str, str]]:
     smtp = plain["smtp"]
     if smtp["auth"] == "xoauth2" and not smtp["token_command"]:
         yield "smtp", "token_command", "is needed with auth: xoauth2"
+    if smtp["auth"] == "xoauth2" and not smtp["username"]:
+        yield "smtp", "username", "is needed with auth: xoauth2"
+    if smtp["auth"] == "password" and smtp["username"] and not smtp["password_file"]:
+        yield "smtp", "password_file", "is needed with a username and auth: password"
+    for key in ("password_file", "token_command", "ca_file"):
+        if smtp[key] and not smtp[key].startswith("/"):
+            yield "smtp", key, "must be an absolute path"
 
 
 def validate(data: object, where: Callable[[tuple[str, ...]], int] = lambda p: 0,

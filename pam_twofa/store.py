@@ -21,14 +21,17 @@ if TYPE_CHECKING:
     from pam_twofa.clock import Clock
     from pam_twofa.paths import Paths
 
-MAX_NAME_BYTES = 256
+# Every file made from a name (the longest is the temp file ".NAME.json.tmp") must
+# fit NAME_MAX (255 bytes), with room to spare; a name whose file cannot exist would
+# fail as an internal error (which failmode safe turns into PAM_IGNORE).
+MAX_NAME_BYTES = 228
 
 
 def validate_user_name(name: str) -> str:
     """Return ``name`` if it can safely become a file name, else raise.
 
-    Refused: empty, over 256 bytes, ``/``, NUL or any control character, and a
-    leading dot (``.``/``..`` and our own temp files).
+    Refused: empty, over ``MAX_NAME_BYTES`` (228) bytes, ``/``, NUL or any control
+    character, and a leading dot (``.``/``..`` and our own temp files).
     """
     if not isinstance(name, str) or not name:
         raise InvalidUserName("empty user name")
@@ -105,13 +108,16 @@ class FileStore(Store):
         self._dirs()
         with fsutil.FileLock(f"{self.paths.locks_dir}/{user}.lock", self.clock, self.lock_timeout):
             state = self.load(user)
-            before = state.to_plain() if state is not None else None
+            # Text, not the plain dict: that shares nested lists/dicts (devices,
+            # pending) with the state, so changing one in place would go unseen.
+            before = jsonc.dumps(state.to_plain()) if state is not None else None
             if state is None:
                 state = UserState(user)
             yield state
             after = state.to_plain()
-            if after != before and (before is not None or after != UserState(user).to_plain()):
-                fsutil.atomic_write(path, jsonc.dumps(after).encode() + b"\n")
+            text = jsonc.dumps(after)
+            if text != before and (before is not None or after != UserState(user).to_plain()):
+                fsutil.atomic_write(path, locked=True, data=text.encode() + b"\n")
 
     def delete(self, user: str) -> bool:
         path = self._file(user)

@@ -20,6 +20,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.harness.pamenv import PamEnv  # noqa: E402
+from tests.harness.sshd import SshServer  # noqa: E402
 
 SKIP_IS_FAILURE = "skip turned into a failure: a skipped test means a missing setup step"
 
@@ -32,6 +33,16 @@ def pam_env(tmp_path: Path) -> Iterator[PamEnv]:
         yield env
     finally:
         env.close()
+
+
+@pytest.fixture
+def sshd_env(pam_env: PamEnv) -> Iterator[SshServer]:
+    """An sshd over pam_env, configured but not started (see tests/harness/sshd.py)."""
+    server = SshServer(pam_env)
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def _skip_reason(longrepr: object) -> str:
@@ -56,6 +67,6 @@ def pytest_runtest_makereport(
 @pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
     report: pytest.CollectReport = (yield).get_result()
-    if report.skipped:  # module-level pytest.skip() / importorskip()
+    if report.skipped:  # a module-level skip, e.g. a missing import
         report.outcome = "failed"
         report.longrepr = f"{SKIP_IS_FAILURE}: {_skip_reason(report.longrepr)}"

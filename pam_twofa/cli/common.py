@@ -24,7 +24,7 @@ class ExitCode(IntEnum):
     """Exit codes (sysexits.h where one fits)."""
 
     OK = 0
-    FAILED = 1  # the command ran; the answer is "no" (e.g. a policy is invalid)
+    FAILED = 1  # the command ran; the answer is "no" (e.g. a service refused)
     USAGE = 2  # bad command line (click's own code too)
     NOT_FOUND = 67  # EX_NOUSER: unknown or not-enrolled user
     SOFTWARE = 70  # EX_SOFTWARE: a bug
@@ -55,6 +55,12 @@ def run(prog: str, func: Callable[[], Any]) -> None:
     except OSError as exc:
         click.echo(f"{prog}: error: {exc}", err=True)
         sys.exit(exit_code(exc))
+    except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a bug: one line and a distinct code, not a traceback
+        click.echo(f"{prog}: internal error (please report): {type(exc).__name__}: {exc}",
+                   err=True)
+        sys.exit(ExitCode.SOFTWARE)
 
 
 def print_json(value: Any) -> None:

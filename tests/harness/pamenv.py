@@ -70,7 +70,10 @@ def _owner_alive(pam_tmp: Path) -> bool:
         return True  # alive, another user's
     except (OSError, ValueError):
         return False  # no pid file, garbage, or no such process (ESRCH)
-    return True
+    try:  # a zombie is dead (in a container whose pid 1 never reaps, it stays one)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,7 @@ class PamEnv:
         uid: int | None = None,
         groups: Sequence[str] = (),
         password: str = "secret",
+        share_uid: bool = False,
     ) -> User:
         if name in self.users:
             raise ValueError(f"user {name} already exists")
@@ -179,7 +183,7 @@ class PamEnv:
             raise ValueError("':' and newlines cannot appear in passwd/passdb fields")
         if uid is None:
             uid = self._free_id(FIRST_UID, (u.uid for u in self.users.values()))
-        elif any(u.uid == uid for u in self.users.values()):
+        elif not share_uid and any(u.uid == uid for u in self.users.values()):
             raise ValueError(f"uid {uid} already used")
         used_gids = {g for g, _ in self.groups.values()}
         primary = uid if uid not in used_gids else None

@@ -1,0 +1,491 @@
+"""core.authenticate, decision by decision: a FixedClock, a scripted conversation, a real
+FileStore in a temp dir and policies built through the schema.  Table-driven."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pam_twofa import core, policy, schema, totp
+from pam_twofa.accounts import Account
+from pam_twofa.clock import FixedClock
+from pam_twofa.paths import Paths
+from pam_twofa.state import UserState
+from pam_twofa.store import FileStore
+
+NOW = 1796092395.0  # 15 s into its 30 s step: +-1 step is unambiguous
+STEP = int(NOW // 30)
+SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+KEY = totp.b32decode(SECRET)
+DAY = 86400
+
+
+def code(
+    offset_steps: int = 0,
+    key: bytes = KEY,
+    digits: int = 6,
+    algorithm: str = "SHA1",
+    period: int = 30,
+) -> str:
+    return totp.hotp(key, int(NOW // period) + offset_steps, digits, algorithm)
+
+
+class Script(core.Conversation):
+    """Answers prompts from a list; records every prompt, info and error."""
+
+    def __init__(self, answers: list[str | None]) -> None:
+        self.answers = list(answers)
+        self.prompts: list[tuple[str, bool]] = []
+        self.infos: list[str] = []
+        self.errors: list[str] = []
+
+    def ask(self, prompt: str, echo: bool = False) -> str | None:
+        self.prompts.append((prompt, echo))
+        return self.answers.pop(0) if self.answers else None
+
+    def info(self, text: str) -> None:
+        self.infos.append(text)
+
+    def error(self, text: str) -> None:
+        self.errors.append(text)
+
+
+def enrolled(**changes: Any) -> Callable[[UserState], None]:
+    def setup(st: UserState) -> None:
+        st.enrolled = True
+        st.secret = SECRET
+        for k, v in changes.items():
+            setattr(st, k, v)
+
+    return setup
+
+
+def fields(**changes: Any) -> Callable[[UserState], None]:
+    def setup(st: UserState) -> None:
+        for k, v in changes.items():
+            setattr(st, k, v)
+
+    return setup
+
+
+ENROLLED = enrolled()
+
+
+@dataclass
+class Case:
+    id: str
+    answers: list[str | None]
+    outcome: str
+    reason: str
+    setup: Callable[[UserState], None] | None = ENROLLED  # None: no state at all
+    policy: dict[str, Any] = field(default_factory=dict)
+    user: str = "alice"
+    groups: frozenset[str] = frozenset({"alice"})
+    uid: int = 4242
+    known: bool = True  # NSS knows the user
+    given_code: str | None = None  # single-prompt mode: the code came with the password
+    prompts: int = 1
+    infos: tuple[str, ...] = ()  # substrings, one per message, in order
+    errors: tuple[str, ...] = ()
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+ADMINS = {"mandatory": {"scope": "admins"}}
+WHEEL = frozenset({"alice", "wheel"})
+MSG_WRONG = "Wrong verification code."
+
+CASES = [
+    # enrolled: codes
+    Case("right-code", [code()], "success", "ok"),
+    Case("right-code-with-spaces", [" " + code()[:3] + " " + code()[3:]], "success", "ok"),
+    Case(
+        "wrong-code",
+        ["000000" if code() != "000000" else "111111"],
+        "refused",
+        "bad-code",
+        errors=(MSG_WRONG,),
+        fields={"failures": 1},
+    ),
+    Case(
+        "too-short", ["12345"], "refused", "bad-code", errors=(MSG_WRONG,), fields={"failures": 1}
+    ),
+    Case(
+        "arabic-indic-digits",
+        ["".join(chr(0x660 + int(c)) for c in code())],
+        "refused",
+        "bad-code",
+        fields={"failures": 1},
+    ),
+    Case(
+        "fullwidth-digits",
+        ["".join(chr(0xFF10 + int(c)) for c in code())],
+        "refused",
+        "bad-code",
+        fields={"failures": 1},
+    ),
+    Case("empty-answer", [""], "refused", "bad-code", fields={"failures": 1}),
+    Case("no-answer", [None], "refused", "no-answer"),
+    Case("previous-step-window-1", [code(-1)], "success", "ok"),
+    Case("next-step-window-1", [code(1)], "success", "ok"),
+    Case("two-steps-old-window-1", [code(-2)], "refused", "bad-code", fields={"failures": 1}),
+    Case("two-steps-ahead-window-1", [code(2)], "refused", "bad-code", fields={"failures": 1}),
+    Case(
+        "previous-step-window-0",
+        [code(-1)],
+        "refused",
+        "bad-code",
+        policy={"totp": {"window": 0}},
+        fields={"failures": 1},
+    ),
+    Case("two-steps-old-window-2", [code(-2)], "success", "ok", policy={"totp": {"window": 2}}),
+    # replay: a step not newer than the last accepted one
+    Case(
+        "replay-same-step",
+        [code()],
+        "refused",
+        "replay",
+        setup=enrolled(last_step=STEP),
+        errors=(MSG_WRONG,),
+        fields={"failures": 1},
+    ),
+    Case(
+        "replay-older-step",
+        [code(-1)],
+        "refused",
+        "replay",
+        setup=enrolled(last_step=STEP),
+        fields={"failures": 1},
+    ),
+    Case("newer-than-last", [code()], "success", "ok", setup=enrolled(last_step=STEP - 1)),
+    Case("next-after-last", [code(1)], "success", "ok", setup=enrolled(last_step=STEP)),
+    # the user's own TOTP parameters, fixed at enrollment
+    Case(
+        "sha512-8-digits-60s",
+        [code(0, digits=8, algorithm="SHA512", period=60)],
+        "success",
+        "ok",
+        setup=enrolled(digits=8, algorithm="SHA512", period=60),
+    ),
+    Case(
+        "6-digit-code-for-8-digit-user",
+        [code()],
+        "refused",
+        "bad-code",
+        setup=enrolled(digits=8),
+        fields={"failures": 1},
+    ),
+    # lockout
+    Case(
+        "locked-right-code",
+        [code()],
+        "refused",
+        "locked",
+        setup=enrolled(locked_until=NOW + 100, lock_level=1, failures=5),
+        errors=("locked until",),
+        fields={"locked_until": int(NOW + 100)},
+    ),
+    Case(
+        "lock-just-over",
+        [code()],
+        "success",
+        "ok",
+        setup=enrolled(locked_until=NOW, lock_level=1, failures=5),
+    ),
+    Case(
+        "last-failure-locks",
+        ["000000" if code() != "000000" else "111111"],
+        "refused",
+        "bad-code",
+        setup=enrolled(failures=4, recent_failures=[NOW - 4, NOW - 3, NOW - 2, NOW - 1]),
+        errors=("Too many wrong codes: locked until",),
+        fields={"failures": 5, "locked_until": int(NOW + 300)},
+    ),
+    Case(
+        "old-failures-do-not-lock",
+        ["000000" if code() != "000000" else "111111"],
+        "refused",
+        "bad-code",
+        setup=enrolled(failures=4, recent_failures=[NOW - 999] * 4),
+        fields={"failures": 5},
+    ),
+    Case(
+        "after-a-lock-each-failure-doubles",
+        ["000000" if code() != "000000" else "111111"],
+        "refused",
+        "bad-code",
+        setup=enrolled(failures=6, lock_level=2, locked_until=NOW - 1),
+        fields={"failures": 7, "locked_until": int(NOW + 1200)},
+    ),
+    # not enrolled
+    Case(
+        "not-enrolled-scope-none",
+        [],
+        "ignored",
+        "not-enrolled",
+        setup=None,
+        prompts=0,
+        groups=WHEEL,
+    ),
+    Case(
+        "not-enrolled-not-admin",
+        [],
+        "ignored",
+        "not-enrolled",
+        setup=None,
+        policy=ADMINS,
+        prompts=0,
+    ),
+    Case(
+        "grace-first-login",
+        [],
+        "ignored",
+        "grace",
+        setup=None,
+        policy=ADMINS,
+        groups=WHEEL,
+        prompts=0,
+        infos=("will be required for your account from",),
+        fields={"grace_until": int(NOW + 7 * DAY)},
+    ),
+    Case(
+        "grace-inside",
+        [],
+        "ignored",
+        "grace",
+        policy=ADMINS,
+        groups=WHEEL,
+        prompts=0,
+        setup=fields(first_seen=NOW - 7 * DAY + 1),
+        infos=("twofa-enroll",),
+        fields={"grace_until": int(NOW + 1)},
+    ),
+    Case(
+        "grace-over",
+        [],
+        "refused",
+        "enrollment-required",
+        policy=ADMINS,
+        groups=WHEEL,
+        prompts=0,
+        setup=fields(first_seen=NOW - 7 * DAY),
+        errors=("grace period is over",),
+    ),
+    Case(
+        "grace-zero",
+        [],
+        "refused",
+        "enrollment-required",
+        setup=None,
+        policy={**ADMINS, "enrollment": {"grace_days": 0}},
+        groups=WHEEL,
+        prompts=0,
+        errors=("grace period is over",),
+    ),
+    Case(
+        "root-is-admin",
+        [],
+        "refused",
+        "enrollment-required",
+        setup=None,
+        policy={**ADMINS, "enrollment": {"grace_days": 0}},
+        user="root",
+        uid=0,
+        groups=frozenset({"root"}),
+        prompts=0,
+        errors=("grace period is over",),
+    ),
+    Case(
+        "mode-deny",
+        [],
+        "refused",
+        "enrollment-required",
+        setup=None,
+        policy={"mandatory": {"scope": "all"}, "enrollment": {"mode": "deny"}},
+        prompts=0,
+        errors=("not set up",),
+    ),
+    Case(
+        "exempt-user",
+        [],
+        "ignored",
+        "not-enrolled",
+        setup=None,
+        groups=WHEEL,
+        prompts=0,
+        policy={
+            "mandatory": {"scope": "admins", "exempt_users": ["alice"]},
+            "enrollment": {"grace_days": 0},
+        },
+    ),
+    Case(
+        "exempt-group",
+        [],
+        "ignored",
+        "not-enrolled",
+        setup=None,
+        groups=WHEEL | {"robots"},
+        prompts=0,
+        policy={
+            "mandatory": {"scope": "all", "exempt_groups": ["robots"]},
+            "enrollment": {"grace_days": 0},
+        },
+    ),
+    Case(
+        "selected-group",
+        [],
+        "refused",
+        "enrollment-required",
+        setup=None,
+        groups=WHEEL,
+        prompts=0,
+        policy={
+            "mandatory": {"scope": "selected", "groups": ["wheel"]},
+            "enrollment": {"grace_days": 0},
+        },
+        errors=("grace period is over",),
+    ),
+    Case(
+        "enrolled-exempt-user-still-asked",
+        [code()],
+        "success",
+        "ok",
+        policy={"mandatory": {"scope": "admins", "exempt_users": ["alice"]}},
+    ),
+    Case(
+        "reset-state-not-enrolled",
+        [],
+        "ignored",
+        "not-enrolled",
+        prompts=0,
+        setup=fields(enrolled=False, secret=None, failures=3),
+    ),
+    # who
+    Case("unknown-user", ["123456"], "refused", "unknown-user", known=False, errors=(MSG_WRONG,)),
+    Case(
+        "unknown-user-no-answer",
+        [None],
+        "refused",
+        "unknown-user",
+        known=False,
+        errors=(MSG_WRONG,),
+    ),
+    Case("bad-user-name", ["123456"], "refused", "bad-user-name", user="../alice", known=True),
+    Case("newline-user-name", ["123456"], "refused", "bad-user-name", user="al\nice"),
+    # single-prompt mode: the code came in already
+    Case("given-code", [], "success", "ok", given_code=code(), prompts=0),
+    Case(
+        "given-wrong-code",
+        [],
+        "refused",
+        "bad-code",
+        given_code="999999" if code() != "999999" else "888888",
+        prompts=0,
+        fields={"failures": 1},
+    ),
+]
+
+
+def _policy(overrides: dict[str, Any]) -> policy.Policy:
+    plain, errors = schema.validate(overrides)
+    assert errors == []
+    return policy.build(plain)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_decision(case: Case, tmp_path: Path) -> None:
+    store = FileStore(Paths(state_dir=str(tmp_path / "state")), FixedClock(NOW))
+    if case.setup is not None and case.known and "/" not in case.user and "\n" not in case.user:
+        with store.update(case.user) as st:
+            case.setup(st)
+    conv = Script(case.answers)
+    account = (
+        Account(name=case.user, uid=case.uid, gid=case.uid, home="/nonexistent", groups=case.groups)
+        if case.known
+        else None
+    )
+    request = core.Request(
+        user=case.user, account=account, conversation=conv, service="svc", code=case.given_code
+    )
+    clock = FixedClock(NOW)
+    decision = core.authenticate(request, _policy(case.policy), store, clock)
+    assert (decision.outcome, decision.reason) == (case.outcome, case.reason)
+    assert dict(decision.fields) == case.fields
+    assert conv.prompts == [(core.CODE_PROMPT, False)] * case.prompts
+    assert "Verification code" in core.CODE_PROMPT
+    assert len(conv.infos) == len(case.infos), conv.infos
+    for text, needle in zip(conv.infos, case.infos, strict=True):
+        assert needle in text
+    errors = case.errors or ((MSG_WRONG,) if case.reason in ("bad-code", "replay") else ())
+    assert len(conv.errors) == len(errors), conv.errors
+    for text, needle in zip(conv.errors, errors, strict=True):
+        assert needle in text
+    assert clock.now() == NOW  # the core never sleeps or reads another clock
+
+
+def _run(
+    store: FileStore, answer: str, now: float = NOW, pol: policy.Policy | None = None
+) -> core.Decision:
+    account = Account(name="alice", uid=4242, gid=4242, home="/h", groups=frozenset())
+    request = core.Request(user="alice", account=account, conversation=Script([answer]))
+    return core.authenticate(request, pol or _policy({}), store, FixedClock(now))
+
+
+def test_success_records_step_and_resets(tmp_path: Path) -> None:
+    store = FileStore(Paths(state_dir=str(tmp_path / "s")), FixedClock(NOW))
+    with store.update("alice") as new:
+        enrolled(failures=3, recent_failures=[NOW - 5, NOW - 4, NOW - 3])(new)
+    assert _run(store, code(-1)).outcome == "success"
+    st = store.load("alice")
+    assert st is not None
+    assert (st.last_step, st.failures, st.recent_failures, st.lock_level, st.last_success) == (
+        STEP - 1,
+        0,
+        [],
+        0,
+        NOW,
+    )
+    # the step just accepted, and any older one, can never be used again
+    assert _run(store, code(-1)).reason == "replay"
+    assert _run(store, code()).reason == "ok"
+    assert _run(store, code()).reason == "replay"
+    assert _run(store, code(-1)).reason == "replay"
+
+
+def test_failure_counts_and_never_writes_the_code(tmp_path: Path) -> None:
+    store = FileStore(Paths(state_dir=str(tmp_path / "s")), FixedClock(NOW))
+    with store.update("alice") as new:
+        enrolled()(new)
+    wrong = "000000" if code() != "000000" else "111111"
+    d = _run(store, wrong)
+    assert (d.outcome, d.reason, d.fields) == ("refused", "bad-code", (("failures", 1),))
+    st = store.load("alice")
+    assert st is not None and st.failures == 1 and st.recent_failures == [NOW]
+    raw = (tmp_path / "s" / "users" / "alice.json").read_text()
+    assert wrong not in raw
+
+
+def test_grace_first_seen_is_written_once(tmp_path: Path) -> None:
+    store = FileStore(Paths(state_dir=str(tmp_path / "s")), FixedClock(NOW))
+    pol = _policy(ADMINS)
+    account = Account(name="alice", uid=4242, gid=4242, home="/h", groups=WHEEL)
+    for now in (NOW, NOW + DAY, NOW + 7 * DAY - 1):
+        req = core.Request(user="alice", account=account, conversation=Script([]))
+        d = core.authenticate(req, pol, store, FixedClock(now))
+        assert (d.outcome, d.reason) == ("ignored", "grace")
+    st = store.load("alice")
+    assert st is not None and st.first_seen == NOW and not st.enrolled
+    req = core.Request(user="alice", account=account, conversation=Script([]))
+    d = core.authenticate(req, pol, store, FixedClock(NOW + 7 * DAY))
+    assert (d.outcome, d.reason) == ("refused", "enrollment-required")
+
+
+def test_outcomes_are_three_strings() -> None:
+    assert (core.Outcome.SUCCESS, core.Outcome.IGNORE, core.Outcome.REFUSE) == (
+        "success",
+        "ignored",
+        "refused",
+    )
