@@ -8,11 +8,28 @@ import time
 class Clock:
     """The source of "now" (seconds since the epoch, UTC)."""
 
+    status_path: str | None = None  # twofa-clockcheck's last result (see clockstatus)
+
+    def __init__(self, status_path: str | None = None) -> None:
+        self.status_path = status_path
+
     def now(self) -> float:
         return time.time()
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def offset_beyond(self, covered: float) -> float | None:
+        """This clock's last measured offset if over ``covered`` s; never widens a window.
+
+        Reads the status file only when asked (on a refused code), never the network.
+        """
+        if self.status_path is None:
+            return None
+        from pam_twofa import clockstatus
+
+        status = clockstatus.read(self.status_path)
+        return None if status is None else status.offset_beyond(covered, self.now())
 
 
 class FixedClock(Clock):
