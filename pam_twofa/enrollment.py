@@ -58,13 +58,16 @@ def uri(user: str, secret: str, policy: Policy, *, digits: int | None = None,
     return f"otpauth://totp/{quote(name)}:{quote(label(user, policy))}?{query}"
 
 
-def activate(state: UserState, secret: str, policy: Policy, now: float) -> None:
-    """Make ``secret`` the user's active TOTP secret, with the policy's parameters."""
+def activate(state: UserState, secret: str, policy: Policy, now: float, *,
+             digits: int | None = None, period: int | None = None,
+             algorithm: str | None = None) -> None:
+    """Make ``secret`` the user's active TOTP secret, with the policy's parameters
+    unless others are given (an imported google-authenticator secret keeps its own)."""
     state.enrolled = True
     state.secret = secret
-    state.digits = policy.totp.digits
-    state.period = policy.totp.period
-    state.algorithm = policy.totp.algorithm
+    state.digits = digits or policy.totp.digits
+    state.period = period or policy.totp.period
+    state.algorithm = algorithm or policy.totp.algorithm
     state.enrolled_at = now
     state.last_step = -1
     state.pending = None
@@ -88,3 +91,96 @@ def status(state: UserState | None, now: float) -> dict[str, Any]:
         "recovery_codes_left": len(state.recovery_codes),
         "trusted_devices": len(state.devices),
     }
+
+
+# --- Pending enrollments and codes proven outside a login (service, inline) ---
+#
+# ``state.pending`` is ``{"secret": str, "created": float, "expires": float}``:
+# a secret shown to the user but not active until a code from it verifies.
+
+
+def start_pending(state: UserState, policy: Policy, now: float) -> str:
+    """A new secret waiting for its first code; replaces any older pending one."""
+    secret = totp.random_secret()
+    state.pending = {"secret": secret, "created": now,
+                     "expires": now + policy.enrollment.pending_ttl_seconds}
+    return secret
+
+
+def pending_secret(state: UserState, now: float) -> str | None:
+    """The pending secret if there is one that has not expired (malformed: none)."""
+    pending = state.pending
+    if not pending:
+        return None
+    secret, expires = pending.get("secret"), pending.get("expires")
+    if type(secret) is not str or not isinstance(expires, (int, float)) or now >= expires:
+        return None
+    return secret
+
+
+def check_code(state: UserState, answer: str, policy: Policy, now: float) -> str:
+    """Prove an enrolled user's current TOTP or recovery code, exactly as a login does.
+
+    Same replay rule and lockout as ``core._check_code`` (its helpers are reused).
+    Returns ``ok``, ``recovery``, or a refusal reason: ``locked``, ``replay``,
+    ``bad-code``. Call inside ``Store.update`` and raise only after it, so the
+    counted failure is committed.
+    """
+    from pam_twofa import core
+
+    if lockout.locked_until(state, now) is not None:
+        return "locked"
+    step = core._match(state, answer, policy, now)
+    if step is not None and step > state.last_step:
+        state.last_step = step
+        lockout.record_success(state, now)
+        return "ok"
+    if step is None and core._use_recovery_code(state, answer, now) is not None:
+        return "recovery"
+    lockout.record_failure(state, policy.lockout, now)
+    return "replay" if step is not None else "bad-code"
+
+
+def confirm_pending(state: UserState, answer: str, policy: Policy, now: float) -> str:
+    """Activate the pending secret if ``answer`` is its current code.
+
+    Returns ``ok`` or ``locked``, ``no-pending``, ``bad-code``. A wrong code
+    counts in the lockout like a wrong login code; the accepted step becomes
+    ``last_step``, so the same code cannot log in again.
+    """
+    if lockout.locked_until(state, now) is not None:
+        return "locked"
+    secret = pending_secret(state, now)
+    if secret is None:
+        return "no-pending"
+    tp = policy.totp
+    code = totp.normalize_code(answer, tp.digits)
+    step = None if code is None else totp.match_step(
+        totp.b32decode(secret), code, now, digits=tp.digits, period=tp.period,
+        algorithm=tp.algorithm, window=tp.window)
+    if step is None:
+        lockout.record_failure(state, policy.lockout, now)
+        return "bad-code"
+    activate(state, secret, policy, now)
+    state.last_step = step
+    lockout.record_success(state, now)
+    return "ok"
+
+
+def deactivate(state: UserState) -> None:
+    """Turn 2FA off, keeping the lockout history: secret, codes and devices go."""
+    state.enrolled = False
+    state.secret = None
+    state.enrolled_at = None
+    state.last_step = -1
+    state.pending = None
+    state.recovery_codes = []
+    state.devices = []
+
+
+REFUSAL_MESSAGES = {
+    "locked": "too many wrong codes: locked; try again later or ask your administrator",
+    "replay": "that code was already used; wait for the next one",
+    "bad-code": "wrong code",
+    "no-pending": "no enrollment in progress (it may have expired); start again",
+}

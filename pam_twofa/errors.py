@@ -98,3 +98,25 @@ class UnknownUser(TwofaError):
 
     reason = "unknown-user"
     exit_name = "NOT_FOUND"
+
+
+class CodeRefused(TwofaError):
+    """A code needed for a change was wrong, replayed, or the user is locked.
+
+    ``reason`` is set per instance (``bad-code``, ``replay``, ``locked``,
+    ``no-pending``) so the enrollment service and its clients can tell them apart.
+    """
+
+    reason = "bad-code"
+    exit_name = "NOPERM"
+
+    def __init__(self, message: str, reason: str = "bad-code") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotAllowed(TwofaError):
+    """The policy does not allow this change (e.g. turning off mandatory 2FA)."""
+
+    reason = "not-allowed"
+    exit_name = "NOPERM"

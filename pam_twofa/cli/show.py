@@ -1,12 +1,14 @@
 """Showing a new secret to a person: account, grouped secret and URI.
 
-The QR code is added by the enrollment issue; keeping it here keeps
-``qrcode`` off every path that does not show a secret.
+``qrcode`` is imported here, only when a code is drawn, so it stays off
+every path that does not show a secret.
 """
 
 from __future__ import annotations
 
 import click
+
+from pam_twofa.errors import UsageError
 
 
 def grouped(secret: str) -> str:
@@ -14,7 +16,31 @@ def grouped(secret: str) -> str:
     return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
 
 
-def show_secret(user: str, secret: str, uri: str) -> None:
+def show_qr(uri: str, mode: str = "auto") -> None:
+    """The QR code on stdout: ``utf8`` half blocks, ``ascii``, ``none``, or ``auto``
+    (half blocks when stdout can carry them)."""
+    if mode == "none":
+        return
+    from pam_twofa import qr
+
+    stdout = click.get_text_stream("stdout")
+    ascii_only = mode == "ascii" or (mode == "auto" and not qr.can_draw_blocks(stdout))
+    click.echo(qr.terminal(uri, ascii_only=ascii_only))
+
+
+def show_secret(user: str, secret: str, uri: str, *, qr_mode: str = "none",
+                png: str | None = None) -> None:
+    """QR code (``qr_mode``, see ``show_qr``), account, grouped secret and URI;
+    ``png``: also write the QR code there (mode 0600)."""
+    show_qr(uri, qr_mode)
     click.echo(f"Account: {user}")
     click.echo(f"Secret:  {grouped(secret)}")
     click.echo(f"URI:     {uri}")
+    if png:
+        from pam_twofa import qr
+
+        try:
+            qr.write_png(png, uri)
+        except OSError as exc:
+            raise UsageError(f"cannot write {png}: {exc.strerror or exc}") from None
+        click.echo(f"QR code written to {png}")

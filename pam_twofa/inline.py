@@ -1,0 +1,85 @@
+"""First-login enrollment inside the login (policy ``enrollment.mode: inline``).
+
+An in-scope user who is not enrolled is shown a QR code, the account and the
+secret key (PAM_TEXT_INFO), then asked for the code from the app. A right code
+activates the secret and lets this login through; anything else refuses it.
+The secret waits in ``state.pending`` until it expires, so a user who got the
+code wrong (or started with ``twofa-enroll``) sees the same secret next time.
+
+Loaded only from that branch of ``core._not_enrolled``: ``qrcode`` (Debian's
+python3-qrcode under pam_python) and ``hashlib`` stay off enrolled users' logins.
+"""
+
+from __future__ import annotations
+
+from pam_twofa import enrollment, lockout
+from pam_twofa.clock import format_time
+from pam_twofa.core import Decision, Outcome
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pam_twofa.clock import Clock
+    from pam_twofa.core import Request
+    from pam_twofa.policy import Policy
+    from pam_twofa.store import Store
+
+PROMPT = "Enter the code from your app to finish enrollment: "
+MSG_INTRO = ("Two-factor authentication is required for your account. Scan this QR code "
+             "with your authenticator app, or add the account and secret key by hand:")
+MSG_DONE = ("Two-factor authentication is now on. Recovery codes (each works once instead "
+            "of a code; keep them safe, they are not shown again):")
+
+
+def enroll(request: Request, user: str, policy: Policy, store: Store, clock: Clock) -> Decision:
+    """Enroll ``user`` within this login; SUCCESS only when the new secret is proven."""
+    conv = request.conversation
+    if request.code is not None:  # the code came with the password: nothing to enroll with
+        conv.error("Two-factor authentication must be set up first: log in interactively.")
+        return Decision(outcome=Outcome.REFUSE, reason="enrollment-required")
+    with store.update(user) as st:
+        now = clock.now()
+        until = lockout.locked_until(st, now)
+        if until is None and not st.enrolled:
+            secret = enrollment.pending_secret(st, now) or enrollment.start_pending(
+                st, policy, now)
+    if st.enrolled:  # enrolled by another session meanwhile: the next login asks for a code
+        conv.error("Two-factor authentication was just set up for your account; log in again.")
+        return Decision(outcome=Outcome.REFUSE, reason="enrolled-meanwhile")
+    if until is not None:
+        conv.error(f"Too many wrong codes: locked until {format_time(until)}.")
+        return Decision(outcome=Outcome.REFUSE, reason="locked",
+                        fields=(("locked_until", int(until)),))
+    _show(request, user, secret, policy)
+    answer = conv.ask(PROMPT)
+    if answer is None:
+        return Decision(outcome=Outcome.REFUSE, reason="no-answer")
+    with store.update(user) as st:
+        result = enrollment.confirm_pending(st, answer, policy, clock.now())
+        if result == "ok":
+            from pam_twofa import recovery
+
+            codes = recovery.replace(st)
+    if result != "ok":
+        conv.error(f"Enrollment failed: {enrollment.REFUSAL_MESSAGES[result]}.")
+        return Decision(outcome=Outcome.REFUSE, reason=result,
+                        fields=(("enrollment", "inline"),))
+    from pam_twofa.recovery import groups
+
+    conv.info(MSG_DONE + "\n" + "\n".join(f"  {groups(code)}" for code in codes))
+    return Decision(outcome=Outcome.SUCCESS, reason="enrolled", fields=(("enrollment", "inline"),))
+
+
+def _show(request: Request, user: str, secret: str, policy: Policy) -> None:
+    conv = request.conversation
+    uri = enrollment.uri(user, secret, policy)
+    conv.info(MSG_INTRO)
+    try:
+        from pam_twofa import qr
+
+        conv.info(qr.terminal(uri))
+    except ImportError:  # python3-qrcode missing: the key can still be typed in
+        pass
+    spaced = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+    conv.info(f"Account:    {enrollment.label(user, policy)}\n"
+              f"Issuer:     {enrollment.issuer(policy)}\n"
+              f"Secret key: {spaced}")
