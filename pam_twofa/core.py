@@ -85,16 +85,35 @@ def authenticate(request: Request, policy: Policy, store: Store, clock: Clock) -
     if state is None or not state.enrolled:
         required = policy.mandatory.requires(account.name, account.uid, account.groups)
         return _not_enrolled(request, account, required, policy, store, clock)
-    answer = _ask_code(request)
+    if policy.trusted_devices.enabled:  # a trusted device skips the code (never a lock)
+        from pam_twofa import trust
+
+        trusted = trust.skip(request, account.name, policy, store, clock)
+        if trusted is not None:
+            return trusted
+    offer = False
+    if state.email and policy.emergency.enabled:  # offer an emergency code by mail
+        from pam_twofa import emergency
+
+        offer = emergency.offered(policy, state)
+    answer = _ask_code(request, emergency.CODE_PROMPT if offer else CODE_PROMPT)
     if answer is None:
         return Decision(outcome=Outcome.REFUSE, reason="no-answer")
-    return _check_code(request, account.name, answer, policy, store, clock)
+    if offer and answer.strip().lower() == emergency.ANSWER:
+        return emergency.login(request, account.name, policy, store, clock)
+    decision = _check_code(request, account.name, answer, policy, store, clock)
+    if decision.reason == "ok" and policy.trusted_devices.enabled:  # a TOTP code only
+        from pam_twofa import trust
+
+        extra = trust.offer(request, account.name, policy, store, clock)
+        decision = decision.replace(fields=decision.fields + extra)
+    return decision
 
 
-def _ask_code(request: Request) -> str | None:
+def _ask_code(request: Request, prompt: str = CODE_PROMPT) -> str | None:
     if request.code is not None:
         return request.code
-    return request.conversation.ask(CODE_PROMPT)
+    return request.conversation.ask(prompt)
 
 
 def _not_enrolled(request: Request, account: Account, required: bool, policy: Policy,
@@ -106,6 +125,10 @@ def _not_enrolled(request: Request, account: Account, required: bool, policy: Po
         conv.error("Two-factor authentication is required for your account and is not "
                    "set up. Ask your administrator to enroll you.")
         return Decision(outcome=Outcome.REFUSE, reason="enrollment-required")
+    if policy.enrollment.mode == "inline":  # enroll inside this login (loads qrcode)
+        from pam_twofa import inline
+
+        return inline.enroll(request, account.name, policy, store, clock)
     now = clock.now()
     state = store.load(account.name)
     first_seen = state.first_seen if state is not None else None
@@ -143,16 +166,46 @@ def _check_code(request: Request, user: str, answer: str, policy: Policy, store:
             st.last_step = step
             lockout.record_success(st, now)
             return Decision(outcome=Outcome.SUCCESS, reason="ok")
-        reason = "replay" if step is not None else "bad-code"
-        locked = lockout.record_failure(st, policy.lockout, now)
-        failures = st.failures
+        left = _use_recovery_code(st, answer, now) if step is None else None
+        if left is None:
+            reason = "replay" if step is not None else "bad-code"
+            locked = lockout.record_failure(st, policy.lockout, now)
+            failures = st.failures
+            email = st.email
+    if left is not None:
+        conv.info(f"Recovery code accepted: {left} left. Run 'twofa-enroll' to get new ones.")
+        return Decision(outcome=Outcome.SUCCESS, reason="recovery-code",
+                        fields=(("recovery_codes_left", left),))
     message = MSG_WRONG
     fields: tuple[tuple[str, Any], ...] = (("failures", failures),)
     if locked is not None:
         message += f" Too many wrong codes: locked until {format_time(locked)}."
         fields += (("locked_until", int(locked)),)
+    if reason == "bad-code":  # a clock check found more skew than the window covers?
+        offset = clock.offset_beyond(policy.totp.window * policy.totp.period)
+        if offset is not None:
+            message += " The server clock may be off; tell your administrator."
+            fields += (("clock_offset", f"{offset:+.1f}"),)
     conv.error(message)
+    if locked is not None and email:  # tell the owner by mail (bounded by smtp timeout)
+        from pam_twofa import emergency, notify
+
+        sent = notify.locked_out(policy, user, email, client=emergency.client_of(request),
+                                 now=now, until=locked)
+        fields += (("notified", "yes" if sent else "no"),)
     return Decision(outcome=Outcome.REFUSE, reason=reason, fields=fields)
+
+
+def _use_recovery_code(st: UserState, answer: str, now: float) -> int | None:
+    """Consume the recovery code ``answer``; codes left, or None (hashlib loads only here)."""
+    if not st.recovery_codes:
+        return None
+    from pam_twofa import recovery
+
+    left = recovery.consume(st, answer)
+    if left is not None:
+        lockout.record_success(st, now)
+    return left
 
 
 def _match(st: UserState, answer: str, policy: Policy, now: float) -> int | None:

@@ -72,6 +72,7 @@ FIELDS: dict[str, tuple[Callable[[object], bool], Callable[[], Any]]] = {
     "pending": (_opt(lambda v: type(v) is dict), lambda: None),
     "emergency": (_opt(lambda v: type(v) is dict), lambda: None),
     "sends": (_is_num_list, list),
+    "email_pending": (_opt(lambda v: type(v) is dict), lambda: None),  # unverified address
 }
 
 
@@ -97,6 +98,7 @@ class UserState:
     pending: dict[str, Any] | None
     emergency: dict[str, Any] | None
     sends: list[float]
+    email_pending: dict[str, Any] | None
 
     def __init__(self, user: str) -> None:
         self.user = user

@@ -87,18 +87,26 @@ def enroll_user(admin: Admin, user: str, secret: str | None) -> dict[str, str]:
 @click.argument("user")
 @click.option("--secret", help="Use this base32 secret (>= 128 bits) instead of a new one.")
 @click.option("--json", "as_json", is_flag=True, help="Print {user, secret, uri} as JSON.")
+@click.option("--png", type=click.Path(dir_okay=False), help="Also write the QR code as PNG.")
+@click.option("--qr", "qr_mode", type=click.Choice(["auto", "utf8", "ascii", "none"]),
+              default="auto", show_default=True, help="How to draw the QR code.")
 @pass_admin
-def enroll(admin: Admin, user: str, secret: str | None, as_json: bool) -> None:
-    """Enroll USER (admin provisioning) and print the secret and otpauth URI."""
+def enroll(admin: Admin, user: str, secret: str | None, as_json: bool, png: str | None,
+           qr_mode: str) -> None:
+    """Enroll USER (admin provisioning): print the QR code, secret and otpauth URI."""
 
     def body() -> None:
         result = enroll_user(admin, user, secret)
         if as_json:
+            if png:
+                from pam_twofa import qr
+
+                qr.write_png(png, result["uri"])
             print_json(result)
             return
         from pam_twofa.cli.show import show_secret
 
-        show_secret(result["user"], result["secret"], result["uri"])
+        show_secret(result["user"], result["secret"], result["uri"], qr_mode=qr_mode, png=png)
 
     run(PROG, body)
 
@@ -117,15 +125,20 @@ def status(admin: Admin, user: str | None, as_json: bool) -> None:
     """Show USER's 2FA state, or every user's with state."""
 
     def body() -> None:
-        users = [user] if user else admin.store.users()
+        users = [user] if user is not None else admin.store.users()
         rows = [user_status(admin, name) for name in users]
         if as_json:
-            print_json(rows[0] if user else rows)
+            print_json(rows[0] if user is not None else rows)
             return
         click.echo(f"{'USER':<20} {'ENROLLED':<9} {'FAILURES':<9} LOCKED UNTIL")
         for row in rows:
             click.echo(f"{row['user']:<20} {'yes' if row['enrolled'] else 'no':<9} "
                        f"{row['failures']:<9} {when(row['locked_until'])}")
+        from pam_twofa.clockstatus import read  # the last twofa-clockcheck, if any
+
+        clock = read(admin.paths.clock_status)
+        if clock is not None:
+            click.echo(f"Clock: {clock.describe()}")
 
     run(PROG, body)
 
@@ -138,10 +151,14 @@ def reset(admin: Admin, user: str) -> None:
 
     def body() -> None:
         validate_user_name(user)
+        from pam_twofa.cli.admin_mail import email_of, notify_reset
+
+        address = email_of(admin, user)  # read before the state goes, for the notice
         if not admin.store.delete(user):
             raise NotEnrolled(f"{user} has no 2FA state")
         admin.audit("reset", user)
         click.echo(f"{user}: 2FA reset; the user must enroll again.")
+        notify_reset(admin, user, address)
 
     run(PROG, body)
 
@@ -187,7 +204,12 @@ def policy_check(admin: Admin, file: str | None) -> None:
             for error in errors:
                 click.echo(error.message, err=True)
             raise SystemExit(ExitCode.CONFIG) from None
-        click.echo(f"{paths.policy}: OK")
+        import os
+
+        if os.path.exists(paths.policy):
+            click.echo(f"{paths.policy}: OK")
+        else:
+            click.echo(f"{paths.policy}: not present; the built-in defaults apply")
 
     run(PROG, body)
 
@@ -200,5 +222,15 @@ def main() -> None:
         raise SystemExit(ExitCode.USAGE) from None
 
 
+from pam_twofa.cli import (  # noqa: E402
+    admin_enroll,  # noqa: F401
+    admin_mail,  # noqa: F401
+    admin_trust,  # noqa: F401
+)
+
 if __name__ == "__main__":
-    main()
+    # Under ``python -m`` this file is ``__main__``, a second copy of the module: the
+    # subcommand files decorate the imported ``pam_twofa.cli.admin.cli``, so run that.
+    from pam_twofa.cli.admin import main as imported_main
+
+    imported_main()

@@ -1,0 +1,170 @@
+"""The admin documentation: generated policy reference in step with the schema, and
+every man page (ours and other issues') built with scdoc and rendered by man(1)
+without a single warning."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pam_twofa import policyfile, schema
+
+REPO = Path(__file__).resolve().parent.parent
+GEN = REPO / "tools" / "gen_policy_docs.py"
+POLICY_YAML = REPO / "etc" / "pam-twofa" / "policy.yaml"
+POLICY_MAN = REPO / "doc" / "man" / "pam-twofa-policy.5.scd"
+MAN_SOURCES = sorted((REPO / "doc" / "man").glob("*.scd"))
+RENDER_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL": "C.UTF-8",
+    "MANWIDTH": "80",
+    "MANPAGER": "cat",
+    "PAGER": "cat",
+    "HOME": "/nonexistent",
+}
+# issue 7: every page has these; EXIT STATUS for commands (a PAM module's page says
+# RETURN VALUES, as Linux-PAM's own pages do).
+REQUIRED = ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "FILES", "EXAMPLES", "SEE ALSO")
+
+
+def gen(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(GEN), *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=60, check=False)
+
+
+def uncomment(text: str) -> str:
+    """What the shipped file says to do: drop one leading '#' from every line."""
+    return re.sub(r"(?m)^#", "", text)
+
+
+def test_generated_docs_are_current() -> None:
+    result = gen("--check")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_check_fails_on_stale_files_and_regenerates(tmp_path: Path) -> None:
+    shipped = tmp_path / "etc/pam-twofa/policy.yaml"
+    man = tmp_path / "doc/man/pam-twofa-policy.5.scd"
+    shipped.parent.mkdir(parents=True)
+    man.parent.mkdir(parents=True)
+    shutil.copy(POLICY_YAML, shipped)
+    shutil.copy(POLICY_MAN, man)
+    assert gen("--check", "--root", str(tmp_path)).returncode == 0
+
+    shipped.write_text(shipped.read_text().replace("max_failures: 5", "max_failures: 6"))
+    man.write_text(man.read_text().replace("*lock_seconds* (", "*lock_secs* ("))
+    result = gen("--check", "--root", str(tmp_path))
+    assert result.returncode == 1
+    assert f"{shipped}: out of date" in result.stderr
+    assert f"{man}: out of date" in result.stderr
+    assert "-#   max_failures: 6" in result.stderr  # the diff shows what changed
+
+    assert gen("--root", str(tmp_path)).returncode == 0
+    assert shipped.read_text() == POLICY_YAML.read_text()
+    assert man.read_text() == POLICY_MAN.read_text()
+    assert gen("--check", "--root", str(tmp_path)).returncode == 0
+
+
+def test_shipped_policy_as_is_is_the_default_policy() -> None:
+    text = POLICY_YAML.read_text()
+    assert yaml.safe_load(text) is None  # everything commented out
+    assert policyfile.parse_text(text, str(POLICY_YAML)) == schema.validate({})[0]
+
+
+def test_shipped_policy_uncommented_sets_every_key_to_its_default() -> None:
+    text = uncomment(POLICY_YAML.read_text())
+    raw = yaml.safe_load(text)
+    expected_keys = {name: set(checks) for name, (_cls, checks) in schema.SCHEMA.items()}
+    assert {k: set(v) for k, v in raw.items() if k != "failmode"} == expected_keys
+    assert raw["failmode"] == schema.FAILMODE.default
+    for name, (_cls, checks) in schema.SCHEMA.items():
+        for key, check in checks.items():
+            value = check(raw[name][key])
+            assert value == check.default, (name, key, raw[name][key])
+    assert policyfile.parse_text(text, "policy.yaml") == schema.validate({})[0]
+
+
+def test_shipped_policy_lines_say_default_and_doc() -> None:
+    lines = POLICY_YAML.read_text().splitlines()
+    check = schema.SCHEMA["lockout"][1]["max_failures"]
+    line = next(x for x in lines if x.startswith("#   max_failures:"))
+    assert re.fullmatch(r"#   max_failures: 5 +# " + re.escape(check.doc), line)
+    assert any(re.fullmatch(r"#failmode: secure +# .+", x) for x in lines)
+    prose = [x for x in lines if x.startswith("##")]
+    assert any("377 guesses a year" in x for x in prose)  # lockout.guesses_per_year
+    assert all(x.startswith("#") or not x for x in lines)
+
+
+def test_policy_man_page_documents_every_key() -> None:
+    text = POLICY_MAN.read_text()
+    generated = text.split("; BEGIN GENERATED KEYS")[1].split("; END GENERATED KEYS")[0]
+    blocks = re.split(r"(?m)^## ", generated)[1:]
+    documented = {b.split("\n", 1)[0]: set(re.findall(r"(?m)^\*(\w+)\* \(", b)) for b in blocks}
+    expected = {name: set(checks) for name, (_cls, checks) in schema.SCHEMA.items()}
+    expected["failmode"] = {"failmode"}
+    assert documented == expected
+    assert "*max_failures* (whole number from 1 to 1000; default: 5)" in generated
+    assert "*admin_groups* (list of names; default: [sudo, wheel])" in generated
+
+
+@pytest.fixture(scope="module")
+def built_man(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``make man`` into a temp dir: the real target, without touching build/."""
+    out = tmp_path_factory.mktemp("man")
+    result = subprocess.run(["make", "--no-print-directory", "man", f"MAN_DIR={out}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    return out
+
+
+def test_make_man_builds_every_page(built_man: Path) -> None:
+    names = {p.name for p in built_man.iterdir()}
+    assert names == {p.stem for p in (REPO / "doc" / "man").glob("*.scd")}
+    assert {"pam_twofa.8", "twofa-admin.8", "pam-twofa-policy.5"} <= names
+
+
+@pytest.mark.parametrize("source", MAN_SOURCES, ids=lambda p: p.stem)
+def test_man_page_renders_without_warnings(source: Path, built_man: Path) -> None:
+    page = built_man / source.stem
+    name, section = source.stem.rsplit(".", 1)
+    first = source.read_text().splitlines()[0]
+    assert first.startswith(f"{name}({section})"), first
+
+    env = {**RENDER_ENV}
+    result = subprocess.run(["man", "--warnings=w", "-l", str(page)], capture_output=True,
+                            text=True, env=env, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr
+    headings = re.findall(r"(?m)^([A-Z][A-Z ]+)$", result.stdout)
+    for heading in REQUIRED:
+        assert heading in headings, (source.name, heading, headings)
+    if section in ("1", "8"):
+        assert "EXIT STATUS" in headings or "RETURN VALUES" in headings, headings
+    width = max(len(line) for line in result.stdout.splitlines())
+    assert width <= 80, f"{source.name}: a rendered line is {width} columns wide"
+
+    groff = subprocess.run(["groff", "-ww", "-mandoc", "-z", str(page)], capture_output=True,
+                           text=True, env=env, timeout=60, check=False)
+    assert groff.returncode == 0
+    assert groff.stderr == "", groff.stderr
+
+
+def test_rendered_policy_page_has_the_reference() -> None:
+    """pam-twofa-policy(5) through man: the generated keys show as text, not markup."""
+    page = subprocess.run(["scdoc"], input=POLICY_MAN.read_text(), capture_output=True,
+                          text=True, timeout=60, check=True).stdout
+    result = subprocess.run(["man", "-l", "-"], input=page, capture_output=True, text=True,
+                            env=RENDER_ENV, timeout=60, check=True)
+    text = re.sub(r"\s+", " ", re.sub(r"\u2010\n\s*", "", result.stdout))
+    assert "max_failures (whole number from 1 to 1000; default: 5)" in text
+    assert "at most 377 guesses a year" in text
+    assert os.path.basename(str(POLICY_YAML)) in text
