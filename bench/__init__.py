@@ -1,0 +1,1 @@
+"""`make bench`: pam-twofa against google-authenticator, pam_oath and a bare pam_python module."""
