@@ -14,10 +14,10 @@ APT_PACKAGES := \
 	libpam-google-authenticator libpam-oath \
 	python3-pyotp python3-yaml python3-qrcode python3-ntplib python3-click \
 	chrony faketime systemd lintian debhelper dh-python pybuild-plugin-pyproject \
-	python3-all python3-setuptools fail2ban man-db iproute2
+	python3-all python3-setuptools fail2ban man-db iproute2 scdoc build-essential
 
 # Used only while there is no pyproject.toml; otherwise pyproject's `test` extra rules.
-PIP_FALLBACK := pytest hypothesis ruff mypy types-PyYAML paramiko aiosmtpd pyotp qrcode \
+PIP_FALLBACK := pytest hypothesis ruff mypy types-PyYAML paramiko aiosmtpd trustme pyotp qrcode \
 	pypng ntplib PyYAML click
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 PIP_INSTALL := $(PIP) install --root-user-action=ignore --progress-bar off
@@ -26,7 +26,7 @@ PIP_INSTALL := $(PIP) install --root-user-action=ignore --progress-bar off
 DEPS_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pam-twofa
 PIP_STAMP := $(DEPS_CACHE)/pip-$(firstword $(shell printf '%s' '$(CURDIR)' | sha256sum))
 
-.PHONY: deps deps-apt deps-pip lint pyc test clean demo bench deb
+.PHONY: deps deps-apt deps-pip lint pyc test clean demo bench deb man
 
 deps: deps-apt deps-pip
 
@@ -87,10 +87,35 @@ test: deps pyc
 	@$(MAKE) --no-print-directory lint
 	$(PYTHON) -m pytest -q -p no:cacheprovider
 
+# Man pages: every doc/man/NAME.SECTION.scd -> $(MAN_DIR)/NAME.SECTION with scdoc.
+MAN_DIR ?= build/man
+MAN_PAGES := $(patsubst doc/man/%.scd,$(MAN_DIR)/%,$(wildcard doc/man/*.scd))
+
+man: $(MAN_PAGES)
+
+$(MAN_DIR)/%: doc/man/%.scd
+	@mkdir -p '$(MAN_DIR)'
+	scdoc < '$<' > '$@.tmp' || { rm -f '$@.tmp'; exit 1; }
+	mv '$@.tmp' '$@'
+
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache build dist ./*.egg-info '$(PIP_STAMP)'
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
-# TODO(lead): fill these in.
-demo bench deb:
-	@echo "make $@: not yet"; exit 1
+# pam-twofa against its peers (bench/, README "Performance and reliability"); as root.
+# Not part of `make test`.  Results in bench/results/ (JSON, PNG; git-ignored).
+# BENCH_ARGS, e.g. BENCH_ARGS='-n 50 --only pam'.
+BENCH_ARGS ?=
+bench: deps pyc
+	@$(PYTHON) -c 'import matplotlib' 2>/dev/null || $(PIP_INSTALL) matplotlib
+	$(PYTHON) -m bench $(BENCH_ARGS)
+
+# A sandboxed sshd on 127.0.0.1 with an enrolled demo user (tools/demo.py); all in a temp
+# dir, removed on exit.  DEMO_CHECK=1: log in once with ssh + an oathtool code, then exit.
+DEMO_CHECK ?=
+demo: deps pyc
+	$(PYTHON) tools/demo.py $(if $(filter 1 yes true,$(DEMO_CHECK)),--check)
+
+# The .deb (dpkg-buildpackage -us -uc -b on a copy of the tree) into debian-build/.
+deb: deps-apt
+	tools/build-deb.sh '$(CURDIR)/debian-build'

@@ -75,6 +75,7 @@ def authenticate(request: Request, policy: Policy, store: Store, clock: Clock) -
         validate_user_name(request.user)
     except InvalidUserName:
         _ask_code(request)  # the same conversation as for a real user
+        conv.error(MSG_WRONG)
         return Decision(outcome=Outcome.REFUSE, reason="bad-user-name")
     account = request.account
     if account is None:

@@ -373,8 +373,10 @@ CASES = [
         known=False,
         errors=(MSG_WRONG,),
     ),
-    Case("bad-user-name", ["123456"], "refused", "bad-user-name", user="../alice", known=True),
-    Case("newline-user-name", ["123456"], "refused", "bad-user-name", user="al\nice"),
+    Case("bad-user-name", ["123456"], "refused", "bad-user-name", user="../alice", known=True,
+         errors=(MSG_WRONG,)),
+    Case("newline-user-name", ["123456"], "refused", "bad-user-name", user="al\nice",
+         errors=(MSG_WRONG,)),
     # single-prompt mode: the code came in already
     Case("given-code", [], "success", "ok", given_code=code(), prompts=0),
     Case(

@@ -1,0 +1,487 @@
+"""The Debian package (issue 7): built, linted, installed on this machine, used, purged.
+
+Runs as root (as CI does).  The package is installed with apt-get for the tests in the
+middle of this file and purged by the last one (or by the fixture's finalizer when a test
+fails before it), so the machine ends as it started; /etc/pam.d is compared byte for byte
+at every step.  The whole file takes ~15 s on an idle machine (build ~3 s, lintian ~3 s,
+apt-get install and purge ~2 s each, logins ~1 s), ~30-50 s on a loaded one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness.pamenv import PAM_MATRIX, PAM_SET_ITEMS, PamEnv, oathtool
+from tests.harness.procs import SYSTEM_PATH
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = "libpam-twofa"
+SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 160 bits
+RHOST = "203.0.113.7"
+FORGED = "198.51.100.9"  # an address a hostile user name tries to get banned
+UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".target")
+# What the package may depend on: Debian 12 packages only (issue 7).
+ALLOWED_DEPENDS = {
+    "libpam-python", "libpam-runtime", "python3-click", "python3-ntplib", "python3-pyotp",
+    "python3-qrcode", "python3-yaml", "python3",
+}
+# Refusals fail2ban must count (a wrong answer, or trying while locked).
+BANNED_REASONS = {
+    "bad-code", "replay", "bad-emergency-code", "locked", "unknown-user", "bad-user-name",
+}
+SYS_ENV = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+NOBODY = 65534
+LOCK_FILE = "/run/lock/pam-twofa-test-deb.lock"
+APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=600"]
+
+if os.geteuid() != 0:  # CI runs as root; a collection error beats a silent pass
+    raise RuntimeError("tests/test_deb.py installs a package: run it as root")
+
+
+def sh(*cmd: str, timeout: float = 300, check: bool = True,
+       env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                         env=env or SYS_ENV, check=False, stdin=subprocess.DEVNULL)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{cmd} -> {res.returncode}\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def pam_d_digest() -> dict[str, str]:
+    """Every file under /etc/pam.d with its sha256."""
+    return {
+        os.fspath(p): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path("/etc/pam.d").rglob("*")) if p.is_file()
+    }
+
+
+def installed_version() -> str | None:
+    res = sh("dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Version}", PACKAGE, check=False)
+    fields = res.stdout.split()
+    return fields[1] if res.returncode == 0 and fields and fields[0] == "ii" else None
+
+
+def purge() -> None:
+    if sh("dpkg-query", "-W", PACKAGE, check=False).returncode == 0:
+        sh(*APT, "purge", PACKAGE)
+
+
+# ------------------------------------------------------------------ what the repo says
+def repo_units() -> list[str]:
+    return sorted(p.name for p in (REPO / "systemd").glob("*") if p.suffix in UNIT_SUFFIXES)
+
+
+def repo_man_pages() -> list[str]:
+    return sorted(p.name.removesuffix(".scd") for p in (REPO / "doc/man").glob("*.scd"))
+
+
+def repo_scripts() -> list[str]:
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return sorted(data["project"].get("scripts", {}))
+
+
+def man_path(page: str) -> str:
+    section = page.rsplit(".", 1)[1]
+    return f"/usr/share/man/man{section[0]}/{page}.gz"
+
+
+# ------------------------------------------------------------------ fixtures
+@dataclass(frozen=True)
+class Built:
+    deb: Path
+    changes: Path
+    seconds: float
+    tree_before: str  # `git status --ignored` of the build's footprint, before and after
+    tree_after: str
+
+
+# Where an in-tree dpkg-buildpackage would leave things (the build runs on a copy).
+FOOTPRINT = ("debian", ".pybuild", "build/lib", "build/bdist.linux-x86_64", "dist",
+             "pam_twofa.egg-info")
+
+
+def tree_status() -> str:
+    return sh("git", "-C", os.fspath(REPO), "status", "--porcelain", "--ignored",
+              "--untracked-files=all", "--", *FOOTPRINT).stdout
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    out = tmp_path_factory.mktemp("deb")
+    before = tree_status()
+    start = time.monotonic()
+    sh(os.fspath(REPO / "tools/build-deb.sh"), os.fspath(out), timeout=600)
+    seconds = time.monotonic() - start
+    debs = sorted(out.glob(f"{PACKAGE}_*_all.deb"))
+    changes = sorted(out.glob("pam-twofa_*.changes"))
+    assert len(debs) == 1 and len(changes) == 1, sorted(out.iterdir())
+    return Built(debs[0], changes[0], seconds, before, tree_status())
+
+
+@dataclass
+class Installed:
+    files: list[str]  # dpkg -L
+    pam_d_before: dict[str, str]
+
+
+@contextlib.contextmanager
+def machine_lock(timeout: float = 900) -> Iterator[None]:
+    """One install..purge at a time on this machine (two checkouts' test runs would
+    install and purge the same package under each other)."""
+    with open(LOCK_FILE, "a") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{LOCK_FILE} held for {timeout} s") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module")
+def installed(built: Built) -> Iterator[Installed]:
+    with machine_lock():
+        if installed_version() is not None:  # left by an interrupted run, or by hand
+            purge()
+        before = pam_d_digest()
+        try:
+            sh(*APT, "install", "--no-install-recommends", os.fspath(built.deb))
+            files = sh("dpkg", "-L", PACKAGE).stdout.splitlines()
+            yield Installed([f for f in files if f.startswith("/") and f != "/."], before)
+        finally:
+            purge()
+
+
+@pytest.fixture(scope="module")
+def deb_env(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PamEnv]:
+    """A hermetic PAM world whose service calls the INSTALLED module by its relative name."""
+    env = PamEnv(tmp_path_factory.mktemp("debpam"))
+    try:
+        env.add_user("alice")
+        env.add_user("bob")  # never enrolled, out of scope
+        env.write_policy("lockout:\n  max_failures: 3\n")
+        env.policy.chmod(0o644)
+        args = f"policy={env.policy} state_dir={env.state_dir} log_socket={env.log_socket}"
+        env.service_raw("twofa-deb", [
+            f"auth required {PAM_SET_ITEMS}",
+            f"auth required {PAM_MATRIX} passdb={env.passdb}",
+            f"auth required pam_python.so pam_twofa.py {args}",
+            "account required pam_permit.so",
+        ])
+        # A policy path that does not exist: an internal error (bad-policy), never banned.
+        env.service_raw("twofa-deb-broken", [
+            f"auth required {PAM_SET_ITEMS}",
+            f"auth required {PAM_MATRIX} passdb={env.passdb}",
+            f"auth required pam_python.so pam_twofa.py policy={env.root}/missing.yaml "
+            f"state_dir={env.state_dir} log_socket={env.log_socket}",
+            "account required pam_permit.so",
+        ])
+        admin = sh("/usr/bin/twofa-admin", "--policy", os.fspath(env.policy), "--state-dir",
+                   os.fspath(env.state_dir), "enroll", "alice", "--secret", SECRET,
+                   env={**env.wrapper_env(pam=False), "LANG": "C.UTF-8"}, check=False)
+        assert admin.returncode == 0, admin
+        yield env
+    finally:
+        env.close()
+
+
+@dataclass
+class Logins:
+    lines: list[str]  # the module's log lines, as sent to the syslog socket
+    results: dict[str, int]  # what each step returned
+
+
+@pytest.fixture(scope="module")
+def logins(deb_env: PamEnv) -> Logins:
+    """Real logins through the installed module: right, replayed, wrong, locked, broken."""
+    env = deb_env
+    at = {"PAM_RHOST": RHOST}
+    lines: list[str] = []
+    results: dict[str, int] = {}
+
+    def login(step: str, user: str, code: str, service: str = "twofa-deb") -> None:
+        res = env.pamtester(service, user, ["secret", code], env=at)
+        results[step] = res.rc
+        lines.extend(line for line in res.log_lines if "pam_twofa(" in line)
+
+    code = oathtool(SECRET)
+    login("right", "alice", code)
+    login("replay", "alice", code)
+    wrong = f"{(int(code) + 500_000) % 1_000_000:06d}"
+    login("wrong1", "alice", wrong)
+    login("wrong2", "alice", wrong)  # max_failures 3 (replay counted): locks
+    login("locked", "alice", oathtool(SECRET))
+    login("out-of-scope", "bob", "")
+    login("broken", "alice", code, service="twofa-deb-broken")
+    login("unknown", "mallory", code)  # no such account: the password step fails too
+    login("forged", f"x/ rhost={FORGED} result=refused", code)  # escaped, never a field
+    return Logins(lines, results)
+
+
+# ------------------------------------------------------------------ the built package
+def test_build_leaves_the_tree_clean(built: Built) -> None:
+    print(f"dpkg-buildpackage: {built.seconds:.1f} s")  # bounded by sh()'s timeout
+    assert built.tree_after == built.tree_before
+
+
+def test_lintian_is_clean(built: Built) -> None:
+    res = sh("lintian", "--fail-on", "error,warning", "--tag-display-limit", "0",
+             os.fspath(built.changes), check=False)
+    tags = [line for line in res.stdout.splitlines() if re.match(r"[EW]: ", line)]
+    assert res.returncode == 0 and not tags, res.stdout + res.stderr
+    for override in sorted((REPO / "debian").glob("*lintian-overrides")):
+        lines = override.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.strip() and not line.startswith("#"):  # each override has its reason
+                assert i > 0 and lines[i - 1].startswith("#"), f"{override}:{i + 1}"
+
+
+def test_control_fields(built: Built) -> None:
+    fields = sh("dpkg-deb", "-f", os.fspath(built.deb), "Package", "Source", "Architecture",
+                "Version", "Depends").stdout
+    assert f"Package: {PACKAGE}" in fields and "Source: pam-twofa" in fields
+    assert "Architecture: all" in fields
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert re.search(rf"^Version: {re.escape(version)}(-\S+)?$", fields, re.M), (
+        "debian/changelog and pyproject.toml disagree on the version", fields)
+    depends = fields.split("Depends:", 1)[1]
+    names = {re.split(r"[\s:(]", d.strip(), maxsplit=1)[0]
+             for alt in depends.split(",") for d in alt.split("|")}
+    assert names <= ALLOWED_DEPENDS, names - ALLOWED_DEPENDS
+    assert {"libpam-python", "libpam-runtime", "python3-pyotp"} <= names
+    known = sh("apt-cache", "show", "--no-all-versions", *sorted(names)).stdout
+    for name in names:  # each one is a Debian package apt knows
+        assert re.search(rf"^Package: {re.escape(name)}$", known, re.M), name
+
+
+def test_contents_follow_the_repo(built: Built) -> None:
+    """Units, man pages, console scripts and conffiles are picked up by convention."""
+    listing = sh("dpkg-deb", "-c", os.fspath(built.deb)).stdout.splitlines()
+    paths = {line.split()[5].removeprefix(".") for line in listing}
+    links = {line.split()[5].removeprefix("."): line.split()[-1]
+             for line in listing if line.startswith("l")}
+    assert links["/lib/security/pam_twofa.py"] == (
+        "/usr/lib/python3/dist-packages/pam_twofa/pam_entry.py")
+    for unit in repo_units():
+        assert f"/lib/systemd/system/{unit}" in paths, unit
+    for page in repo_man_pages():
+        assert man_path(page) in paths, page
+    for script in repo_scripts():
+        assert f"/usr/bin/{script}" in paths, script
+    expected = {
+        "/usr/share/pam-configs/pam-twofa",
+        "/usr/lib/python3/dist-packages/pam_twofa/pam_entry.py",
+        "/usr/lib/python3/dist-packages/pam_twofa/pamface.py",
+        "/usr/share/doc/libpam-twofa/README.Debian",
+        "/usr/share/doc/libpam-twofa/examples/fail2ban/filter.d/pam-twofa.conf",
+        "/usr/share/doc/libpam-twofa/examples/fail2ban/jail.d/pam-twofa.conf",
+        "/usr/share/doc/libpam-twofa/examples/ssh/sshd_config.d/pam-twofa-password.conf",
+        "/usr/share/doc/libpam-twofa/examples/ssh/sshd_config.d/pam-twofa-publickey.conf",
+    }
+    expected |= {f"/usr/share/doc/libpam-twofa/examples/profile.d/{p.name}"
+                 for p in (REPO / "enroll").glob("*")}
+    assert expected <= paths, expected - paths
+    assert not [p for p in paths if p.startswith("/etc/profile.d")]  # opt-in only
+    assert not [p for p in paths if "__pycache__" in p or p.endswith(".pyc")]
+    work = built.deb.parent / "control"
+    shutil.rmtree(work, ignore_errors=True)
+    sh("dpkg-deb", "-e", os.fspath(built.deb), os.fspath(work))
+    declared = (work / "conffiles").read_text().split()
+    repo_conf = sorted(f"/etc/pam-twofa/{p.name}" for p in (REPO / "etc/pam-twofa").iterdir())
+    assert "/etc/pam-twofa/policy.yaml" in declared
+    assert sorted(d for d in declared if d.startswith("/etc/pam-twofa/")) == repo_conf
+
+
+# ------------------------------------------------------------------ installed
+def test_install_changes_no_pam_stack(installed: Installed) -> None:
+    assert installed_version() is not None
+    assert pam_d_digest() == installed.pam_d_before
+    sh("pam-auth-update", "--package")  # what postinst ran; Default: no keeps it out
+    assert pam_d_digest() == installed.pam_d_before
+    profile = Path("/usr/share/pam-configs/pam-twofa").read_text()
+    assert "Default: no" in profile and "Auth-Type: Additional" in profile
+    assert re.search(r"^\s+required\s+pam_python\.so pam_twofa\.py$", profile, re.M), profile
+    priority = int(re.search(r"^Priority: (\d+)$", profile, re.M).group(1))  # type: ignore[union-attr]
+    unix = Path("/usr/share/pam-configs/unix").read_text()
+    assert priority < int(re.search(r"^Priority: (\d+)$", unix, re.M).group(1))  # type: ignore[union-attr]
+
+
+def test_state_dir_and_compiled_modules(installed: Installed) -> None:
+    st = os.lstat("/var/lib/pam-twofa")
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+    assert (st.st_uid, st.st_gid) == (0, 0)
+    cache = Path("/usr/lib/python3/dist-packages/pam_twofa/__pycache__")
+    for name in ("pamface", "core", "store", "totp"):  # pam_python never writes these
+        assert list(cache.glob(f"{name}.cpython-3*.pyc")), name
+    assert os.path.realpath("/lib/security/pam_twofa.py") == (
+        "/usr/lib/python3/dist-packages/pam_twofa/pam_entry.py")
+    # postinst's login pack matches the installed sources: every login module loads from it
+    if (REPO / "pam_twofa/pack.py").exists():
+        assert list(cache.glob("login.*.pack"))
+        out = sh("/usr/bin/python3", "-I", "-B", "-c",
+                 "import pam_twofa, pam_twofa.pack as p; print(p.load() == list(p.LOGIN_MODULES))")
+        assert out.stdout.strip() == "True", out
+
+
+def test_login_through_the_installed_module(logins: Logins) -> None:
+    assert logins.results["right"] == 0, logins
+    assert logins.results["replay"] != 0
+    assert logins.results["wrong1"] != 0 and logins.results["wrong2"] != 0
+    assert logins.results["locked"] != 0  # even with a fresh right code
+    assert logins.results["out-of-scope"] == 0  # PAM_IGNORE: the password decides
+    assert logins.results["broken"] != 0  # failmode secure
+    reasons = [re.search(r" result=(\S+) reason=(\S+)", line).groups()  # type: ignore[union-attr]
+               for line in logins.lines]
+    assert reasons == [
+        ("success", "ok"), ("refused", "replay"), ("refused", "bad-code"),
+        ("refused", "bad-code"), ("refused", "locked"), ("ignored", "not-enrolled"),
+        ("refused", "bad-policy"), ("refused", "unknown-user"), ("refused", "bad-user-name"),
+    ], logins.lines
+    assert logins.results["unknown"] != 0 and logins.results["forged"] != 0
+
+
+def test_fail2ban_filter_matches_refusals_only(logins: Logins, tmp_path: Path) -> None:
+    """The shipped filter and jail, installed into a copy of /etc/fail2ban."""
+    conf = tmp_path / "fail2ban"
+    shutil.copytree("/etc/fail2ban", conf)
+    examples = Path("/usr/share/doc/libpam-twofa/examples/fail2ban")
+    shutil.copy(examples / "filter.d/pam-twofa.conf", conf / "filter.d")
+    shutil.copy(examples / "jail.d/pam-twofa.conf", conf / "jail.d")
+    # As rsyslog writes them to /var/log/auth.log: "<PRI>" off, the host name added.
+    syslog = [re.sub(r"^<\d+>(.{15}) ", r"\1 testhost ", line) for line in logins.lines]
+    log = tmp_path / "auth.log"
+    log.write_text("".join(line + "\n" for line in syslog))
+    res = sh("fail2ban-regex", "-c", os.fspath(conf), "-o", "msg", os.fspath(log), "pam-twofa")
+    matched = [line for line in res.stdout.splitlines() if line.strip()]
+    expected = [line for line in syslog
+                if re.search(r" result=refused reason=(\S+)", line)
+                and re.search(r" reason=(\S+)", line).group(1) in BANNED_REASONS]  # type: ignore[union-attr]
+    assert len(expected) == 6 and matched == expected, res.stdout
+    assert not [line for line in matched if "result=success" in line or "failmode=" in line]
+    hosts = sh("fail2ban-regex", "-c", os.fspath(conf), "-o", "ip", os.fspath(log),
+               "pam-twofa").stdout.split()
+    assert hosts == [RHOST] * 6, hosts  # never FORGED
+    jail = sh("fail2ban-client", "-c", os.fspath(conf), "-d").stdout
+    assert "['add', 'pam-twofa'," in jail and "'addjournalmatch', 'SYSLOG_FACILITY=10'" in jail
+
+
+@pytest.mark.parametrize(("snippet", "methods"), [
+    ("pam-twofa-password.conf", "keyboard-interactive:pam"),
+    ("pam-twofa-publickey.conf", "publickey,keyboard-interactive:pam"),
+])
+def test_sshd_examples_parse(installed: Installed, snippet: str, methods: str) -> None:
+    """sshd -T reads each shipped snippet as an admin would include it (unprivileged:
+    a root sshd -T wants /run/sshd, which is not ours to create)."""
+    examples = "/usr/share/doc/libpam-twofa/examples/ssh/sshd_config.d"
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        key = Path(tmp) / "hostkey"
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.fspath(key))
+        os.chown(key, NOBODY, NOBODY)
+        config = Path(tmp) / "sshd_config"
+        config.write_text(f"Include {examples}/{snippet}\nHostKey {key}\n")
+        res = sh("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                 "/usr/sbin/sshd", "-T", "-f", os.fspath(config),
+                 "-C", "user=alice,host=client,addr=127.0.0.1")
+    effective = dict(line.split(" ", 1) for line in res.stdout.splitlines() if " " in line)
+    assert effective["authenticationmethods"] == methods
+    assert effective["usepam"] == "yes" and effective["passwordauthentication"] == "no"
+    assert effective["kbdinteractiveauthentication"] == "yes"
+
+
+def expected_unit_state(text: str) -> str:
+    """What `systemctl is-enabled` says once dh_installsystemd enabled the unit."""
+    install = text.partition("[Install]")[2].partition("\n[")[0]
+    keys = {line.split("=", 1)[0].strip() for line in install.splitlines() if "=" in line}
+    if keys & {"WantedBy", "RequiredBy", "UpheldBy", "Alias"}:
+        return "enabled"
+    return "indirect" if "Also" in keys else "static"
+
+
+def test_units_verify(installed: Installed) -> None:
+    units = sorted(f for f in installed.files
+                   if f.startswith("/lib/systemd/system/") and f.endswith(UNIT_SUFFIXES))
+    assert [os.path.basename(u) for u in units] == repo_units()
+    if units:
+        res = sh("systemd-analyze", "verify", "--man=no", *units, check=False)
+        assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+    for unit in units:  # dh_installsystemd's postinst enabled what has an [Install] section
+        name = os.path.basename(unit)
+        state = sh("systemctl", "--root=/", "is-enabled", name, check=False).stdout.strip()
+        assert state == expected_unit_state(Path(unit).read_text()), (name, state)
+    for name in ("pam-twofa-clockcheck.timer", "pam-twofa-enroll.socket"):
+        if f"/lib/systemd/system/{name}" in units:
+            state = sh("systemctl", "--root=/", "is-enabled", name, check=False).stdout.strip()
+            assert state == "enabled", (name, state)
+
+
+def test_man_pages_render(installed: Installed) -> None:
+    pages = sorted(f for f in installed.files
+                   if f.startswith("/usr/share/man/") and f.endswith(".gz"))
+    links = [p for p in pages if os.path.islink(p)]  # another name for a page
+    assert [p for p in pages if p not in links] == sorted(man_path(p) for p in repo_man_pages())
+    assert all(os.path.realpath(p) in pages for p in links), links
+    env = {**SYS_ENV, "MANWIDTH": "80"}
+    for page in pages:
+        res = sh("man", "--warnings", "-E", "UTF-8", "-l", page, env=env, check=False)
+        assert res.returncode == 0 and not res.stderr.strip(), (page, res.stderr)
+        text = re.sub(r".\x08", "", res.stdout)  # grotty's overstrike bold
+        real = os.path.realpath(page)
+        name, section = os.path.basename(real).removesuffix(".gz").rsplit(".", 1)
+        assert text.startswith(f"{name}({section})") and "\nNAME\n" in text, (page, text[:200])
+
+
+def test_purge_removes_everything_and_the_profile(installed: Installed) -> None:
+    """Last: enable the profile, add state, purge; nothing of the package may remain."""
+    sh("pam-auth-update", "--package", "--enable", "pam-twofa")
+    common_auth = Path("/etc/pam.d/common-auth").read_text()
+    assert re.search(r"^auth\s+required\s+pam_python\.so pam_twofa\.py$", common_auth, re.M)
+    users = Path("/var/lib/pam-twofa/users")
+    users.mkdir(mode=0o700, exist_ok=True)
+    (users / "someone.json").write_text("{}")
+    candidates = [*installed.files, "/etc/pam-twofa", "/var/lib/pam-twofa"]
+
+    purge()
+
+    assert installed_version() is None
+    assert pam_d_digest() == installed.pam_d_before  # prerm took the profile out
+    remaining = []
+    for path in candidates:
+        if not os.path.lexists(path):
+            continue
+        owned = sh("dpkg-query", "-S", path, check=False).returncode == 0
+        if not (os.path.isdir(path) and owned):
+            remaining.append(path)  # a shared directory of other packages may stay
+    for root in ("/etc/systemd/system", "/var/lib/systemd/deb-systemd-helper-enabled",
+                 "/var/lib/systemd/deb-systemd-helper-masked"):
+        remaining += [os.fspath(p) for p in Path(root).rglob("*pam-twofa*")]
+    assert remaining == [], remaining
+
+
+def test_nothing_left_installed(installed: Installed) -> None:
+    """The machine is as before: the package is gone even if a test above failed."""
+    with contextlib.suppress(Exception):
+        purge()
+    assert installed_version() is None
+    assert pam_d_digest() == installed.pam_d_before
