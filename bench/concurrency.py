@@ -21,17 +21,10 @@ import time
 from pathlib import Path
 
 from bench.world import PASSWORD, SECRET, World, code_now, percentile
+from tests.harness.procs import private_tmp_cmd
 
 CONCURRENT = 64
 
-
-def private_tmp_cmd(cmd: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    """``cmd`` in its own mount namespace with a fresh /tmp; LD_PRELOAD for it alone."""
-    env = dict(env)
-    preload = env.pop("LD_PRELOAD", "")
-    script = 'mount -t tmpfs -o size=4m,mode=1777 tmpfs /tmp && exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-            "env", f"LD_PRELOAD={preload}", *cmd], env
 
 
 def _wait_mid_step(margin: float = 5.0) -> None:

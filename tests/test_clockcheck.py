@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,7 +131,8 @@ def test_human_output_and_journal_prefixes(chrony: Chronyd, state: Path,
 def test_server_shifted_by_a_minute(shifted: Chronyd, state: Path) -> None:
     res = run_cli(state, "--server", shifted.server)
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "clock OFF: offset +60.0" in res.stdout, res.stdout
+    shown = re.search(r"clock OFF: offset \+(\d+\.\d+)", res.stdout)
+    assert shown is not None and abs(float(shown.group(1)) - 60) < 0.5, res.stdout
     js = run_cli(state, "--server", shifted.server, "--json")
     assert js.returncode == 1
     out = json.loads(js.stdout)

@@ -22,7 +22,7 @@ import pytest
 
 from pam_twofa import log
 from tests.harness.pamenv import ENTRY_MODULE, PAM_MATRIX, PamEnv, Result, oathtool
-from tests.harness.procs import LogSocket
+from tests.harness.procs import LogSocket, private_tmp_cmd
 
 NOBODY = 65534
 PROMPT = "Verification code: "
@@ -331,19 +331,6 @@ def test_progressive_lockout_unlock_and_reset(tw: PamEnv) -> None:
     assert status(tw, "alice")["locked"] is False
 
 
-def private_tmp(cmd: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    """``cmd`` in its own mount namespace with an empty /tmp of its own.
-
-    pam_wrapper copies the stack into /tmp/pam.X, one of 62 names, and hosts starting
-    together collide on them ("pwrap_init: Failed to create pam_wrapper config dir:
-    /tmp/pam.O - File exists"). LD_PRELOAD is for ``cmd`` alone, not unshare/mount.
-    """
-    env = dict(env)
-    preload = env.pop("LD_PRELOAD", "")
-    script = 'mount -t tmpfs -o size=4m,mode=1777 tmpfs /tmp && exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-            "env", f"LD_PRELOAD={preload}", *cmd], env
-
 
 @pytest.fixture
 def vt() -> Iterator[PamEnv]:
@@ -370,7 +357,7 @@ def run_concurrently(env: PamEnv, user: str, code: str, n: int) -> tuple[list[in
         line = env.module_line().replace(f"log_socket={env.log_socket}",
                                          f"log_socket={sock.path}")
         env.service_raw("conc", [f"auth required {PAM_MATRIX} passdb={env.passdb}", line])
-        cmd, penv = private_tmp(["pamtester", "conc", user, "authenticate"],
+        cmd, penv = private_tmp_cmd(["pamtester", "conc", user, "authenticate"],
                                 env.wrapper_env())
         procs = [
             subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,

@@ -28,6 +28,7 @@ from pam_twofa.errors import StateError
 from pam_twofa.paths import Paths
 from pam_twofa.store import FileStore
 from tests.harness.pamenv import PamEnv, oathtool
+from tests.harness.procs import private_tmp_cmd
 
 KILLS = 1000
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
@@ -156,19 +157,6 @@ def rel(pam_env: PamEnv) -> PamEnv:
     pam_env.service("svc")
     return pam_env
 
-
-def private_tmp_cmd(cmd: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    """Run ``cmd`` in its own mount namespace with a fresh /tmp.
-
-    pam_wrapper copies the stack into /tmp/pam.X, one of 62 names, so no more than 62
-    wrapped hosts can live at once in one /tmp; a private /tmp each lifts that limit.
-    LD_PRELOAD is set for ``cmd`` alone (as in procs.setpriv_cmd).
-    """
-    env = dict(env)
-    preload = env.pop("LD_PRELOAD", "")
-    script = 'mount -t tmpfs -o size=4m,mode=1777 tmpfs /tmp && exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-            "env", f"LD_PRELOAD={preload}", *cmd], env
 
 
 @pytest.fixture

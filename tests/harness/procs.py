@@ -69,6 +69,38 @@ def merge_env(base: Mapping[str, str], extra: Mapping[str, str] | None) -> dict[
     return env
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+_PRIVATE_TMP = """
+set -e
+mount --bind /tmp "$1"                  # the shared /tmp stays reachable in here
+mount -t tmpfs -o size=4m,mode=1777 tmpfs /tmp
+if [ -n "$2" ]; then                    # the checkout lives under /tmp: put it back
+    mkdir -p "/tmp/$2"
+    mount --bind "$1/$2" "/tmp/$2"
+fi
+shift 2
+exec "$@"
+"""
+
+
+def private_tmp_cmd(cmd: list[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """``cmd`` in its own mount namespace with an empty /tmp of its own.
+
+    pam_wrapper copies the stack into /tmp/pam.X, one of 62 names (1.1.4 has no other
+    place for it), so more than 62 wrapped hosts cannot live at once in one /tmp, and
+    hosts starting together collide on a name. The namespace's /tmp is a fresh tmpfs;
+    a checkout that itself lives under /tmp (a CI clone may) is bound back in, so the
+    module file stays where the service file says. The old /tmp is parked on /mnt,
+    inside the namespace only. LD_PRELOAD is for ``cmd`` alone, not unshare/mount.
+    """
+    env = dict(env)
+    preload = env.pop("LD_PRELOAD", "")
+    rel = REPO_ROOT.relative_to("/tmp").as_posix() if REPO_ROOT.is_relative_to("/tmp") else ""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _PRIVATE_TMP, "sh",
+            "/mnt", rel, "env", f"LD_PRELOAD={preload}", *cmd], env
+
+
 def setpriv_cmd(
     cmd: list[str], env: Mapping[str, str], uid: int
 ) -> tuple[list[str], dict[str, str]]:
