@@ -147,8 +147,9 @@ def test_email_code_over_ssh(ssh: tuple[SshServer, MailServer]) -> None:
     # The 4th send within the hour: sshd hands the module's last message over as an
     # info request without prompts; the client shows its instructions.
     shown = instructions_seen(server, [("Password", "secret"), ("or 'email'", "email")])
-    assert "Too many codes were mailed to you in the last hour" in shown, shown
-    assert "reason=mail-send-limit" in " ".join(server.drain_log())
+    log = " ".join(server.drain_log())
+    assert "Too many codes were mailed to you in the last hour" in shown, (shown, log)
+    assert "reason=mail-send-limit" in log
     assert len(srv.received) == 4
     assert len(srv.received) == 4
 
