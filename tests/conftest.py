@@ -36,6 +36,16 @@ def pam_env(tmp_path: Path) -> Iterator[PamEnv]:
 
 
 @pytest.fixture
+def tw(pam_env: PamEnv) -> PamEnv:
+    """pam_env with alice and carol (wheel), bob and service "svc" (tests/test_pam_*.py)."""
+    pam_env.add_user("alice", groups=["wheel"])
+    pam_env.add_user("bob")
+    pam_env.add_user("carol", groups=["wheel"])
+    pam_env.service("svc")
+    return pam_env
+
+
+@pytest.fixture
 def sshd_env(pam_env: PamEnv) -> Iterator[SshServer]:
     """An sshd over pam_env, configured but not started (see tests/harness/sshd.py)."""
     server = SshServer(pam_env)

@@ -5,36 +5,48 @@ middle of this file and purged by the last one (or by the fixture's finalizer wh
 fails before it), so the machine ends as it started; /etc/pam.d is compared byte for byte
 at every step.  The whole file takes ~15 s on an idle machine (build ~3 s, lintian ~3 s,
 apt-get install and purge ~2 s each, logins ~1 s), ~30-50 s on a loaded one.
+
+Helpers and the fixtures that build, install and purge are in tests/deb_support.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import os
 import re
 import shutil
 import stat
-import subprocess
 import tempfile
-import time
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.harness.pamenv import PAM_MATRIX, PAM_SET_ITEMS, PamEnv, oathtool
-from tests.harness.procs import SYSTEM_PATH
+from tests.deb_support import (
+    PACKAGE,
+    REPO,
+    RHOST,
+    SYS_ENV,
+    UNIT_SUFFIXES,
+    Built,
+    Installed,
+    Logins,
+    build,
+    install,
+    installed_pam_env,
+    installed_version,
+    man_path,
+    pam_d_digest,
+    purge,
+    repo_man_pages,
+    repo_scripts,
+    repo_units,
+    run_logins,
+    sh,
+)
+from tests.harness.pamenv import PamEnv
 
-REPO = Path(__file__).resolve().parent.parent
-PACKAGE = "libpam-twofa"
-SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 160 bits
-RHOST = "203.0.113.7"
-FORGED = "198.51.100.9"  # an address a hostile user name tries to get banned
-UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".target")
 # What the package may depend on: Debian 12 packages only (issue 7).
 ALLOWED_DEPENDS = {
     "libpam-python", "libpam-runtime", "python3-click", "python3-ntplib", "python3-pyotp",
@@ -44,199 +56,34 @@ ALLOWED_DEPENDS = {
 BANNED_REASONS = {
     "bad-code", "replay", "bad-emergency-code", "locked", "unknown-user", "bad-user-name",
 }
-SYS_ENV = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
 NOBODY = 65534
-LOCK_FILE = "/run/lock/pam-twofa-test-deb.lock"
-APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=600"]
 
 if os.geteuid() != 0:  # CI runs as root; a collection error beats a silent pass
     raise RuntimeError("tests/test_deb.py installs a package: run it as root")
 
 
-def sh(*cmd: str, timeout: float = 300, check: bool = True,
-       env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                         env=env or SYS_ENV, check=False, stdin=subprocess.DEVNULL)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{cmd} -> {res.returncode}\n{res.stdout}\n{res.stderr}")
-    return res
-
-
-def pam_d_digest() -> dict[str, str]:
-    """Every file under /etc/pam.d with its sha256."""
-    return {
-        os.fspath(p): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(Path("/etc/pam.d").rglob("*")) if p.is_file()
-    }
-
-
-def installed_version() -> str | None:
-    res = sh("dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Version}", PACKAGE, check=False)
-    fields = res.stdout.split()
-    return fields[1] if res.returncode == 0 and fields and fields[0] == "ii" else None
-
-
-def purge() -> None:
-    if sh("dpkg-query", "-W", PACKAGE, check=False).returncode == 0:
-        sh(*APT, "purge", PACKAGE)
-
-
-# ------------------------------------------------------------------ what the repo says
-def repo_units() -> list[str]:
-    return sorted(p.name for p in (REPO / "systemd").glob("*") if p.suffix in UNIT_SUFFIXES)
-
-
-def repo_man_pages() -> list[str]:
-    return sorted(p.name.removesuffix(".scd") for p in (REPO / "doc/man").glob("*.scd"))
-
-
-def repo_scripts() -> list[str]:
-    data = tomllib.loads((REPO / "pyproject.toml").read_text())
-    return sorted(data["project"].get("scripts", {}))
-
-
-def man_path(page: str) -> str:
-    section = page.rsplit(".", 1)[1]
-    return f"/usr/share/man/man{section[0]}/{page}.gz"
-
-
-# ------------------------------------------------------------------ fixtures
-@dataclass(frozen=True)
-class Built:
-    deb: Path
-    changes: Path
-    seconds: float
-    tree_before: str  # `git status --ignored` of the build's footprint, before and after
-    tree_after: str
-
-
-# Where an in-tree dpkg-buildpackage would leave things (the build runs on a copy).
-FOOTPRINT = ("debian", ".pybuild", "build/lib", "build/bdist.linux-x86_64", "dist",
-             "pam_twofa.egg-info")
-
-
-def tree_status() -> str:
-    return sh("git", "-C", os.fspath(REPO), "status", "--porcelain", "--ignored",
-              "--untracked-files=all", "--", *FOOTPRINT).stdout
-
-
+# ------------------------------------------------------------------ fixtures (module scope)
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    out = tmp_path_factory.mktemp("deb")
-    before = tree_status()
-    start = time.monotonic()
-    sh(os.fspath(REPO / "tools/build-deb.sh"), os.fspath(out), timeout=600)
-    seconds = time.monotonic() - start
-    debs = sorted(out.glob(f"{PACKAGE}_*_all.deb"))
-    changes = sorted(out.glob("pam-twofa_*.changes"))
-    assert len(debs) == 1 and len(changes) == 1, sorted(out.iterdir())
-    return Built(debs[0], changes[0], seconds, before, tree_status())
-
-
-@dataclass
-class Installed:
-    files: list[str]  # dpkg -L
-    pam_d_before: dict[str, str]
-
-
-@contextlib.contextmanager
-def machine_lock(timeout: float = 900) -> Iterator[None]:
-    """One install..purge at a time on this machine (two checkouts' test runs would
-    install and purge the same package under each other)."""
-    with open(LOCK_FILE, "a") as f:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{LOCK_FILE} held for {timeout} s") from None
-                time.sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return build(tmp_path_factory.mktemp("deb"))
 
 
 @pytest.fixture(scope="module")
 def installed(built: Built) -> Iterator[Installed]:
-    with machine_lock():
-        if installed_version() is not None:  # left by an interrupted run, or by hand
-            purge()
-        before = pam_d_digest()
-        try:
-            sh(*APT, "install", "--no-install-recommends", os.fspath(built.deb))
-            files = sh("dpkg", "-L", PACKAGE).stdout.splitlines()
-            yield Installed([f for f in files if f.startswith("/") and f != "/."], before)
-        finally:
-            purge()
+    """Installed for the tests below, purged by the last one (or by this finalizer)."""
+    with install(built) as inst:
+        yield inst
 
 
 @pytest.fixture(scope="module")
 def deb_env(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PamEnv]:
-    """A hermetic PAM world whose service calls the INSTALLED module by its relative name."""
-    env = PamEnv(tmp_path_factory.mktemp("debpam"))
-    try:
-        env.add_user("alice")
-        env.add_user("bob")  # never enrolled, out of scope
-        env.write_policy("lockout:\n  max_failures: 3\n")
-        env.policy.chmod(0o644)
-        args = f"policy={env.policy} state_dir={env.state_dir} log_socket={env.log_socket}"
-        env.service_raw("twofa-deb", [
-            f"auth required {PAM_SET_ITEMS}",
-            f"auth required {PAM_MATRIX} passdb={env.passdb}",
-            f"auth required pam_python.so pam_twofa.py {args}",
-            "account required pam_permit.so",
-        ])
-        # A policy path that does not exist: an internal error (bad-policy), never banned.
-        env.service_raw("twofa-deb-broken", [
-            f"auth required {PAM_SET_ITEMS}",
-            f"auth required {PAM_MATRIX} passdb={env.passdb}",
-            f"auth required pam_python.so pam_twofa.py policy={env.root}/missing.yaml "
-            f"state_dir={env.state_dir} log_socket={env.log_socket}",
-            "account required pam_permit.so",
-        ])
-        admin = sh("/usr/bin/twofa-admin", "--policy", os.fspath(env.policy), "--state-dir",
-                   os.fspath(env.state_dir), "enroll", "alice", "--secret", SECRET,
-                   env={**env.wrapper_env(pam=False), "LANG": "C.UTF-8"}, check=False)
-        assert admin.returncode == 0, admin
+    with installed_pam_env(tmp_path_factory.mktemp("debpam")) as env:
         yield env
-    finally:
-        env.close()
-
-
-@dataclass
-class Logins:
-    lines: list[str]  # the module's log lines, as sent to the syslog socket
-    results: dict[str, int]  # what each step returned
 
 
 @pytest.fixture(scope="module")
 def logins(deb_env: PamEnv) -> Logins:
-    """Real logins through the installed module: right, replayed, wrong, locked, broken."""
-    env = deb_env
-    at = {"PAM_RHOST": RHOST}
-    lines: list[str] = []
-    results: dict[str, int] = {}
-
-    def login(step: str, user: str, code: str, service: str = "twofa-deb") -> None:
-        res = env.pamtester(service, user, ["secret", code], env=at)
-        results[step] = res.rc
-        lines.extend(line for line in res.log_lines if "pam_twofa(" in line)
-
-    code = oathtool(SECRET)
-    login("right", "alice", code)
-    login("replay", "alice", code)
-    wrong = f"{(int(code) + 500_000) % 1_000_000:06d}"
-    login("wrong1", "alice", wrong)
-    login("wrong2", "alice", wrong)  # max_failures 3 (replay counted): locks
-    login("locked", "alice", oathtool(SECRET))
-    login("out-of-scope", "bob", "")
-    login("broken", "alice", code, service="twofa-deb-broken")
-    login("unknown", "mallory", code)  # no such account: the password step fails too
-    login("forged", f"x/ rhost={FORGED} result=refused", code)  # escaped, never a field
-    return Logins(lines, results)
+    return run_logins(deb_env)
 
 
 # ------------------------------------------------------------------ the built package
@@ -336,12 +183,6 @@ def test_state_dir_and_compiled_modules(installed: Installed) -> None:
         assert list(cache.glob(f"{name}.cpython-3*.pyc")), name
     assert os.path.realpath("/lib/security/pam_twofa.py") == (
         "/usr/lib/python3/dist-packages/pam_twofa/pam_entry.py")
-    # postinst's login pack matches the installed sources: every login module loads from it
-    if (REPO / "pam_twofa/pack.py").exists():
-        assert list(cache.glob("login.*.pack"))
-        out = sh("/usr/bin/python3", "-I", "-B", "-c",
-                 "import pam_twofa, pam_twofa.pack as p; print(p.load() == list(p.LOGIN_MODULES))")
-        assert out.stdout.strip() == "True", out
 
 
 def test_login_through_the_installed_module(logins: Logins) -> None:

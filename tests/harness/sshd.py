@@ -26,7 +26,7 @@ How (see shared/recipes/testing-pam-and-ssh.md):
 - ``stop`` waits (bounded) for connection children, then kills by the pid in the
   PidFile; ``close`` also kills any process left from $T, so ``PamEnv.close`` can
   remove the /tmp/pam.* dirs (a zombie reparented to a non-reaping pid 1 would
-  otherwise keep one "in use").
+  otherwise keep one "in use"); the /proc side of that is tests/harness/proctree.py.
 
 State from the test side: ``with server.as_owner(): server.store().update(user)``
 (the files belong to the server's uid); ``next_code(user, secret)`` is a code the
@@ -53,47 +53,13 @@ from pam_twofa.paths import Paths
 from pam_twofa.store import FileStore
 from tests.harness.pamenv import ENTRY_MODULE, PAM_MATRIX, PAM_SET_ITEMS, PamEnv, User, oathtool
 from tests.harness.procs import SYSTEM_PATH, LogSocket, setpriv_cmd
+from tests.harness.proctree import descendants, free_port, kill_wait, leftover_pids, running
 
 SSHD = "/usr/sbin/sshd"
 NOBODY = 65534
 KBD = "keyboard-interactive"
 KEY_AND_KBD = "publickey,keyboard-interactive"
 START_TIMEOUT = 10.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now on ``host`` (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (by parent pid, from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[-1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def authtok_line(env: PamEnv) -> str:
@@ -338,7 +304,7 @@ class SshServer:
         if self.proc is not None:
             deadline = time.monotonic() + grace
             while True:
-                now = [p for p in _descendants(self.proc.pid) if _running(p)]
+                now = [p for p in descendants(self.proc.pid) if running(p)]
                 children.update(now)
                 if not now or time.monotonic() > deadline:
                     break
@@ -350,21 +316,7 @@ class SshServer:
         """Pids of processes still running from $T: argv[0] or cwd under $T, or an
         environment naming $T/pam.d. (Privsep children retitle themselves over argv
         and environ: ``stop`` finds those through the listener's process tree.)"""
-        root = os.fspath(self.env.root) + "/"
-        marker = f"PAM_WRAPPER_SERVICE_DIR={self.env.pam_dir}\0".encode()
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-                cwd = os.readlink(f"/proc/{entry}/cwd") + "/"
-                environ = Path(f"/proc/{entry}/environ").read_bytes() + b"\0"
-            except OSError:
-                continue
-            if cmdline.startswith(root) or cwd.startswith(root) or marker in environ:
-                found.append(int(entry))
-        return found
+        return leftover_pids(self.env.root, self.env.pam_dir)
 
     def reap(self, timeout: float = 5.0) -> None:
         """Kill what ``leftovers`` finds (connections outliving the listener) and wait
@@ -373,14 +325,7 @@ class SshServer:
 
     @staticmethod
     def _kill_wait(pids: set[int], timeout: float = 5.0) -> None:
-        live = [p for p in pids if _running(p)]
-        for pid in live:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + timeout
-        while live and time.monotonic() < deadline:
-            live = [p for p in live if _running(p)]
-            time.sleep(0.01)
+        kill_wait(pids, timeout)
 
     def close(self) -> None:
         """Stop sshd and every process it left; close the log socket."""

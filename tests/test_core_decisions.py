@@ -1,5 +1,6 @@
 """core.authenticate, decision by decision: a FixedClock, a scripted conversation, a real
-FileStore in a temp dir and policies built through the schema.  Table-driven."""
+FileStore in a temp dir and policies built through the schema.  Table-driven; the shared
+pieces are in tests/core_support.py."""
 
 from __future__ import annotations
 
@@ -10,67 +11,24 @@ from typing import Any
 
 import pytest
 
-from pam_twofa import core, policy, schema, totp
+from pam_twofa import core
 from pam_twofa.accounts import Account
 from pam_twofa.clock import FixedClock
 from pam_twofa.paths import Paths
 from pam_twofa.state import UserState
 from pam_twofa.store import FileStore
-
-NOW = 1796092395.0  # 15 s into its 30 s step: +-1 step is unambiguous
-STEP = int(NOW // 30)
-SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
-KEY = totp.b32decode(SECRET)
-DAY = 86400
-
-
-def code(
-    offset_steps: int = 0,
-    key: bytes = KEY,
-    digits: int = 6,
-    algorithm: str = "SHA1",
-    period: int = 30,
-) -> str:
-    return totp.hotp(key, int(NOW // period) + offset_steps, digits, algorithm)
-
-
-class Script(core.Conversation):
-    """Answers prompts from a list; records every prompt, info and error."""
-
-    def __init__(self, answers: list[str | None]) -> None:
-        self.answers = list(answers)
-        self.prompts: list[tuple[str, bool]] = []
-        self.infos: list[str] = []
-        self.errors: list[str] = []
-
-    def ask(self, prompt: str, echo: bool = False) -> str | None:
-        self.prompts.append((prompt, echo))
-        return self.answers.pop(0) if self.answers else None
-
-    def info(self, text: str) -> None:
-        self.infos.append(text)
-
-    def error(self, text: str) -> None:
-        self.errors.append(text)
-
-
-def enrolled(**changes: Any) -> Callable[[UserState], None]:
-    def setup(st: UserState) -> None:
-        st.enrolled = True
-        st.secret = SECRET
-        for k, v in changes.items():
-            setattr(st, k, v)
-
-    return setup
-
-
-def fields(**changes: Any) -> Callable[[UserState], None]:
-    def setup(st: UserState) -> None:
-        for k, v in changes.items():
-            setattr(st, k, v)
-
-    return setup
-
+from tests.core_support import (
+    ADMINS,
+    DAY,
+    NOW,
+    STEP,
+    WHEEL,
+    Script,
+    code,
+    enrolled,
+    fields,
+    make_policy,
+)
 
 ENROLLED = enrolled()
 
@@ -94,8 +52,6 @@ class Case:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-ADMINS = {"mandatory": {"scope": "admins"}}
-WHEEL = frozenset({"alice", "wheel"})
 MSG_WRONG = "Wrong verification code."
 
 CASES = [
@@ -391,12 +347,6 @@ CASES = [
 ]
 
 
-def _policy(overrides: dict[str, Any]) -> policy.Policy:
-    plain, errors = schema.validate(overrides)
-    assert errors == []
-    return policy.build(plain)
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_decision(case: Case, tmp_path: Path) -> None:
     store = FileStore(Paths(state_dir=str(tmp_path / "state")), FixedClock(NOW))
@@ -413,7 +363,7 @@ def test_decision(case: Case, tmp_path: Path) -> None:
         user=case.user, account=account, conversation=conv, service="svc", code=case.given_code
     )
     clock = FixedClock(NOW)
-    decision = core.authenticate(request, _policy(case.policy), store, clock)
+    decision = core.authenticate(request, make_policy(case.policy), store, clock)
     assert (decision.outcome, decision.reason) == (case.outcome, case.reason)
     assert dict(decision.fields) == case.fields
     assert conv.prompts == [(core.CODE_PROMPT, False)] * case.prompts
@@ -426,68 +376,3 @@ def test_decision(case: Case, tmp_path: Path) -> None:
     for text, needle in zip(conv.errors, errors, strict=True):
         assert needle in text
     assert clock.now() == NOW  # the core never sleeps or reads another clock
-
-
-def _run(
-    store: FileStore, answer: str, now: float = NOW, pol: policy.Policy | None = None
-) -> core.Decision:
-    account = Account(name="alice", uid=4242, gid=4242, home="/h", groups=frozenset())
-    request = core.Request(user="alice", account=account, conversation=Script([answer]))
-    return core.authenticate(request, pol or _policy({}), store, FixedClock(now))
-
-
-def test_success_records_step_and_resets(tmp_path: Path) -> None:
-    store = FileStore(Paths(state_dir=str(tmp_path / "s")), FixedClock(NOW))
-    with store.update("alice") as new:
-        enrolled(failures=3, recent_failures=[NOW - 5, NOW - 4, NOW - 3])(new)
-    assert _run(store, code(-1)).outcome == "success"
-    st = store.load("alice")
-    assert st is not None
-    assert (st.last_step, st.failures, st.recent_failures, st.lock_level, st.last_success) == (
-        STEP - 1,
-        0,
-        [],
-        0,
-        NOW,
-    )
-    # the step just accepted, and any older one, can never be used again
-    assert _run(store, code(-1)).reason == "replay"
-    assert _run(store, code()).reason == "ok"
-    assert _run(store, code()).reason == "replay"
-    assert _run(store, code(-1)).reason == "replay"
-
-
-def test_failure_counts_and_never_writes_the_code(tmp_path: Path) -> None:
-    store = FileStore(Paths(state_dir=str(tmp_path / "s")), FixedClock(NOW))
-    with store.update("alice") as new:
-        enrolled()(new)
-    wrong = "000000" if code() != "000000" else "111111"
-    d = _run(store, wrong)
-    assert (d.outcome, d.reason, d.fields) == ("refused", "bad-code", (("failures", 1),))
-    st = store.load("alice")
-    assert st is not None and st.failures == 1 and st.recent_failures == [NOW]
-    raw = (tmp_path / "s" / "users" / "alice.json").read_text()
-    assert wrong not in raw
-
-
-def test_grace_first_seen_is_written_once(tmp_path: Path) -> None:
-    store = FileStore(Paths(state_dir=str(tmp_path / "s")), FixedClock(NOW))
-    pol = _policy(ADMINS)
-    account = Account(name="alice", uid=4242, gid=4242, home="/h", groups=WHEEL)
-    for now in (NOW, NOW + DAY, NOW + 7 * DAY - 1):
-        req = core.Request(user="alice", account=account, conversation=Script([]))
-        d = core.authenticate(req, pol, store, FixedClock(now))
-        assert (d.outcome, d.reason) == ("ignored", "grace")
-    st = store.load("alice")
-    assert st is not None and st.first_seen == NOW and not st.enrolled
-    req = core.Request(user="alice", account=account, conversation=Script([]))
-    d = core.authenticate(req, pol, store, FixedClock(NOW + 7 * DAY))
-    assert (d.outcome, d.reason) == ("refused", "enrollment-required")
-
-
-def test_outcomes_are_three_strings() -> None:
-    assert (core.Outcome.SUCCESS, core.Outcome.IGNORE, core.Outcome.REFUSE) == (
-        "success",
-        "ignored",
-        "refused",
-    )
