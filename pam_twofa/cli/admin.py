@@ -10,9 +10,9 @@ from __future__ import annotations
 import click
 
 from pam_twofa import enrollment, lockout, log
-from pam_twofa.cli.common import ExitCode, print_json, run, when
+from pam_twofa.cli.common import ExitCode, invoke, print_json, run, when
 from pam_twofa.clock import Clock
-from pam_twofa.errors import NotEnrolled, PolicyError, UsageError
+from pam_twofa.errors import NotEnrolled, PolicyError
 from pam_twofa.paths import DEFAULT_POLICY, DEFAULT_STATE_DIR, Paths
 from pam_twofa.store import FileStore, validate_user_name
 
@@ -215,11 +215,7 @@ def policy_check(admin: Admin, file: str | None) -> None:
 
 
 def main() -> None:
-    try:
-        cli(prog_name=PROG)
-    except UsageError as exc:  # raised while building the context
-        click.echo(f"{PROG}: error: {exc.message}", err=True)
-        raise SystemExit(ExitCode.USAGE) from None
+    invoke(cli, PROG)
 
 
 from pam_twofa.cli import (  # noqa: E402

@@ -63,6 +63,16 @@ def run(prog: str, func: Callable[[], Any]) -> None:
         sys.exit(ExitCode.SOFTWARE)
 
 
+def invoke(group: click.Group, prog: str) -> None:
+    """Run a click group as ``prog``; a domain error raised outside a command body
+    (while building the context) gets the same treatment as inside one."""
+    try:
+        group(prog_name=prog)
+    except TwofaError as exc:
+        click.echo(f"{prog}: error: {exc.message}", err=True)
+        sys.exit(exit_code(exc))
+
+
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 

@@ -10,12 +10,10 @@ line at the bottom of this file; they call the service with ``ask()``.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from pam_twofa import enrollsvc
-from pam_twofa.cli.common import ExitCode, print_json, run, when
+from pam_twofa.cli.common import invoke, print_json, run, when
 from pam_twofa.errors import TwofaError
 from pam_twofa.paths import DEFAULT_SOCKET
 
@@ -194,11 +192,7 @@ def disable(client: Client) -> None:
 
 
 def main() -> None:
-    try:
-        cli(prog_name=PROG)
-    except TwofaError as exc:  # raised outside a command body
-        click.echo(f"{PROG}: error: {exc.message}", err=True)
-        sys.exit(ExitCode[exc.exit_name])
+    invoke(cli, PROG)
 
 
 from pam_twofa.cli import (  # noqa: E402
