@@ -23,6 +23,7 @@ from pam_twofa.store import FileStore
 from tests.harness.pamenv import PamEnv, Result, oathtool
 from tests.harness.procs import merge_env
 from tests.harness.smtpd import CertAuthority, MailServer, Received, black_hole, closed_port
+from tests.pam_support import wrong_code
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -220,7 +221,7 @@ def test_dead_server_refused_within_bound(world: World, dead: str) -> None:
 
 def test_lock_notification_and_wrong_emergency_codes_count(world: World) -> None:
     world.policy(port=world.srv.port, max_failures=2)
-    res = world.login(["secret", "000000" if oathtool(world.secret) != "000000" else "111111"])
+    res = world.login(["secret", wrong_code(world.secret)])
     assert res.rc != 0
     res, code = world.emergency_login(1, change="00000000")
     assert res.rc != 0
@@ -239,7 +240,7 @@ def test_lock_notification_and_wrong_emergency_codes_count(world: World) -> None
 
 def test_totp_lock_notifies(world: World) -> None:
     world.policy(port=world.srv.port, max_failures=1)
-    wrong = "000000" if oathtool(world.secret) != "000000" else "111111"
+    wrong = wrong_code(world.secret)
     res = world.login(["secret", wrong])
     assert res.rc != 0
     assert "notified=yes" in result_line(res)
