@@ -12,7 +12,9 @@ in the module's log line, read from the harness's syslog socket.  The ``tw`` fix
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 from tests.harness.pamenv import PamEnv, Result, oathtool
 
@@ -69,3 +71,14 @@ def login(pam: PamEnv, user: str, code: str | None, service: str = "svc",
     answers = ["secret"] if code is None else ["secret", code]
     return pam.pamtester(service, user, answers, **kw)  # type: ignore[arg-type]
 
+
+
+def tree(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every path under ``root`` with its mode, size and mtime: to prove nothing changed."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            out[os.path.relpath(path, root)] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out

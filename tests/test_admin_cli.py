@@ -4,7 +4,6 @@ subprocess, against the same state the module reads under pamtester."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from pam_twofa import totp
 from pam_twofa.cli.common import ExitCode
 from tests.harness.pamenv import PamEnv, oathtool
+from tests.pam_support import tree
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
@@ -37,15 +37,6 @@ def status(env: PamEnv, user: str) -> dict[str, object]:
     data: dict[str, object] = json.loads(ok(env, "status", user, "--json"))
     return data
 
-
-def tree(root: Path) -> dict[str, tuple[int, int, int]]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            out[os.path.relpath(path, root)] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    return out
 
 
 # ------------------------------------------------------------------------------ enroll

@@ -13,7 +13,7 @@ import pytest
 
 from pam_twofa import log
 from tests.harness.pamenv import ENTRY_MODULE, PamEnv, oathtool
-from tests.pam_support import NOBODY, PROMPT, enroll, log_text, login, output, wrong_code
+from tests.pam_support import NOBODY, PROMPT, enroll, log_text, login, output, tree, wrong_code
 
 # ----------------------------------------------------------------------------- failmode
 TRUNCATED = '{"version": 1, "user": "alice",'
@@ -158,15 +158,6 @@ def test_unreadable_state_dir(tw: PamEnv, owner: int, mode: int, reason: str) ->
 
 
 # ---------------------------------------------------------------------------- user names
-def _tree(root: Path) -> dict[str, tuple[int, int, int]]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            out[os.path.relpath(path, root)] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    return out
-
 
 @pytest.mark.parametrize(
     "name", ["../x", "a/b", "ev\nil", "a" * 300, "../../../../tmp/pwned"],
@@ -176,14 +167,14 @@ def test_bad_user_names_refused_nothing_written(tw: PamEnv, name: str) -> None:
     tw.write_policy("mandatory: {scope: all}\nenrollment: {grace_days: 7}\n")
     assert login(tw, "bob", None).rc == 0  # state dirs, policy cache and bob's first_seen
     tw.add_user(name.replace("/", "_").replace("\n", "_")[:200] + "z")  # harmless twin
-    before = _tree(tw.root.parent)
+    before = tree(tw.root.parent)
     res = tw.pamtester("svc", name, ["secret", "123456"])
     assert res.rc != 0, res
     assert PROMPT in res.stderr
     text = log_text(res)
     assert text.endswith(" rhost=- result=refused reason=bad-user-name"), text
     assert text.startswith(f"pam_twofa(svc:auth): user={log.escape(name)} rhost=-"), text
-    after = _tree(tw.root.parent)
+    after = tree(tw.root.parent)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     assert changed <= {os.path.relpath(tw.log_socket, tw.root.parent)}, changed
     assert not Path("/tmp/pwned.json").exists()

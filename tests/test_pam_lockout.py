@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.pamenv import PAM_MATRIX, PamEnv, oathtool
-from tests.harness.procs import LogSocket, private_tmp_cmd
+from tests.harness.procs import LogSocket, private_tmp_cmd, run_many
 from tests.pam_support import enroll, log_text, login, output, status, wait_mid_step, wrong_code
 
 
@@ -107,23 +106,8 @@ def run_concurrently(env: PamEnv, user: str, code: str, n: int) -> tuple[list[in
                                          f"log_socket={sock.path}")
         env.service_raw("conc", [f"auth required {PAM_MATRIX} passdb={env.passdb}", line])
         cmd, penv = private_tmp_cmd(["pamtester", "conc", user, "authenticate"],
-                                env.wrapper_env())
-        procs = [
-            subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=penv, cwd=env.root, text=True)
-            for _ in range(n)
-        ]
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write(f"secret\n{code}\n")
-            proc.stdin.close()
-        lines: list[str] = []
-        deadline = time.monotonic() + 60
-        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-            lines.extend(sock.drain())
-            time.sleep(0.01)
-        codes = [p.wait(timeout=5) for p in procs]
-        lines.extend(sock.drain())
+                                    env.wrapper_env())
+        codes, lines, _errors = run_many(cmd, penv, f"secret\n{code}\n", n, sock, env.root)
     finally:
         sock.close()
     return codes, lines

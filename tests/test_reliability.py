@@ -28,7 +28,7 @@ from pam_twofa.errors import StateError
 from pam_twofa.paths import Paths
 from pam_twofa.store import FileStore
 from tests.harness.pamenv import PamEnv, oathtool
-from tests.harness.procs import private_tmp_cmd
+from tests.harness.procs import private_tmp_cmd, run_many
 
 KILLS = 1000
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
@@ -184,21 +184,7 @@ def test_64_concurrent_wrong_codes_fail_exactly_64(wide: PamEnv) -> None:
                                wide.wrapper_env())
     sock = wide._log  # the harness's syslog socket, drained while the hosts run
     sock.drain()
-    procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, env=env, cwd=wide.root, text=True)
-             for _ in range(64)]
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write(bad + "\n")
-        proc.stdin.close()
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-        lines.extend(sock.drain())
-        time.sleep(0.01)
-    codes = [p.wait(timeout=5) for p in procs]
-    lines.extend(sock.drain())
-    errors = [p.stderr.read() for p in procs if p.stderr is not None]
+    codes, lines, errors = run_many(cmd, env, bad + "\n", 64, sock, wide.root, timeout=120)
     refused = [x for x in lines if "result=refused reason=bad-code" in x]
     print(f"\n64 concurrent wrong codes: {sum(rc != 0 for rc in codes)} failed logins, "
           f"{len(refused)} refusals logged")

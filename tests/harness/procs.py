@@ -8,6 +8,7 @@ import select
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,3 +193,26 @@ def run_logged(
         proc.wait()
         raise failure[0]
     return Result(proc.returncode, out["stdout"], out["stderr"], logs)
+
+
+def run_many(cmd: list[str], env: Mapping[str, str], stdin: str, n: int, sock: LogSocket,
+             cwd: Path, timeout: float = 60) -> tuple[list[int], list[str], list[str]]:
+    """``n`` copies of ``cmd`` started at once, each fed ``stdin``: exit codes, the log
+    lines ``sock`` received (drained while they run: its queue holds ~10 datagrams),
+    and each process's stderr."""
+    procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, env=dict(env), cwd=cwd, text=True)
+             for _ in range(n)]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        lines.extend(sock.drain())
+        time.sleep(0.01)
+    codes = [p.wait(timeout=5) for p in procs]
+    lines.extend(sock.drain())
+    errors = [p.stderr.read() if p.stderr is not None else "" for p in procs]
+    return codes, lines, errors
