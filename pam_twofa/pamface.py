@@ -144,8 +144,12 @@ class _Login:
             self.user = None
         if not self.user:
             raise UsageError("no user name from PAM")
-        policy = policyfile.load(options.paths)
+        loaded = policyfile.load_in_force(options.paths)
+        policy = loaded.policy
         self.failmode = options.failmode or policy.failmode
+        if loaded.error is not None:  # a broken file: the last valid policy decides
+            self.sink.log(log.ERR, "error: " + log.clean(loaded.error), user=self.user,
+                          reason="bad-policy", policy_in_force="last-valid")
         self.sink.log(log.DEBUG, "", user=self.user, policy=options.paths.policy,
                       state_dir=options.paths.state_dir, scope=policy.mandatory.scope,
                       failmode=self.failmode, single_prompt=options.single_prompt)

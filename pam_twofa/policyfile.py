@@ -3,9 +3,16 @@
 Parsing YAML costs ~13 ms per login (``import yaml`` alone), which the login
 budget cannot pay. The validated policy is therefore cached with ``marshal``
 in the root-only state directory, keyed by the policy file's identity (path,
-device, inode, size, mtime and ctime in ns), its exact bytes and the code's
-version and record shapes: a login reads two small files; any edit of the
-policy is a cache miss and a full strict parse. ``yaml`` loads only on a miss.
+device, inode, size, mtime and ctime in ns), its exact bytes, and the identity
+of the code that compiles it (``code_key``): a login reads two small files; any
+edit of the policy or of that code is a cache miss and a full strict parse.
+``yaml`` loads only on a miss.
+
+A policy file that stops validating (a typo) does not refuse every login: the
+last policy that validated stays in force (``load_in_force``), re-checked by
+the current code, and the error is reported with every login until it is
+fixed. Only when no valid policy was ever compiled does the caller's failmode
+decide.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import stat
 
 from pam_twofa import __version__, fsutil, policy
 from pam_twofa.errors import PolicyError, PolicyErrors, StateError
+from pam_twofa.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,7 +31,40 @@ if TYPE_CHECKING:
 
     from pam_twofa.paths import Paths
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+# The modules whose code decides what a policy file compiles to (parse, validate,
+# defaults, record shapes). tests/test_policy.py checks that this covers every
+# pam_twofa module they import.
+COMPILER = ("policyfile.py", "schema.py", "policy.py", "record.py", "errors.py")
+LAST_VALID = "policy.last-valid"  # in the cache dir; kept across upgrades
+
+
+class Loaded(Record):
+    """The policy in force, and why it is not the file's (``error``) if it is not."""
+
+    policy: policy.Policy
+    error: str | None = None  # the file's problem, FILE:LINE: text (first one)
+    since: float | None = None  # when the policy in force last validated
+
+
+def code_key() -> tuple[Any, ...]:
+    """The identity of the compiling code: (name, inode, size, mtime, ctime) each.
+
+    Any write to a file changes its ctime (the kernel sets it; nobody can set it
+    back), and dpkg installs every file as a new inode, so a changed validator
+    or default is a new key. Five ``stat`` calls cost ~10 us; hashing the
+    sources would cost ~3 ms (``hashlib``'s import) on every login.
+    """
+    here = os.path.dirname(__file__)
+    out: list[Any] = [__version__]
+    for name in COMPILER:
+        try:
+            st = os.stat(os.path.join(here, name))
+        except OSError:
+            out.append((name, None))
+            continue
+        out.append((name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
 
 
 def _check_file(st: os.stat_result, path: str) -> None:
@@ -99,14 +140,17 @@ def _plain(loader: Any, node: Any, key_path: tuple[str, ...],
 
 
 def _key(path: str, st: os.stat_result) -> tuple[Any, ...]:
-    """The cache key: the file's identity, and this code's version and record shapes."""
+    """The cache key: the file's identity, and the code's identity and record shapes."""
     shape = tuple((name, cls.__record_fields__) for name, cls in policy.SECTIONS.items())
     identity = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    return (CACHE_VERSION, __version__, shape, *identity)
+    return (CACHE_VERSION, code_key(), shape, *identity)
 
 
-def _read_cache(paths: Paths, key: tuple[Any, ...], source: bytes) -> dict[str, Any] | None:
-    """The compiled policy if the cache was made from exactly this file and code.
+def _read_cache(paths: Paths, key: tuple[Any, ...],
+                source: bytes) -> tuple[dict[str, Any], str | None, float] | None:
+    """(compiled policy, the file's error, valid since) if the cache was made from
+    exactly this file and code; ``error`` is set when the file is invalid and the
+    compiled policy is the last valid one.
 
     The file's bytes are compared too: two edits within one clock tick can
     leave size and times unchanged, the content cannot.
@@ -118,37 +162,74 @@ def _read_cache(paths: Paths, key: tuple[Any, ...], source: bytes) -> dict[str, 
         cached = marshal.loads(raw)
     except (StateError, ValueError, EOFError, TypeError):
         return None
-    if type(cached) is tuple and len(cached) == 3 and cached[0] == key and cached[1] == source:
-        data: dict[str, Any] = cached[2]
-        return data
+    if (type(cached) is tuple and len(cached) == 5 and cached[0] == key
+            and cached[1] == source and type(cached[2]) is dict
+            and (cached[3] is None or type(cached[3]) is str)
+            and type(cached[4]) is float):
+        return cached[2], cached[3], cached[4]
     return None
 
 
-def _write_cache(paths: Paths, key: tuple[Any, ...], source: bytes,
-                 plain: dict[str, Any]) -> None:
+def _compiled(plain: dict[str, Any]) -> dict[str, Any]:
+    """``plain`` with only built-in types (marshal's), NameSets as their text."""
+    return {
+        section: ({k: (v.text if isinstance(v, policy.NameSet) else v)
+                   for k, v in values.items()} if isinstance(values, dict) else values)
+        for section, values in plain.items()
+    }
+
+
+def _write(paths: Paths, name: str, data: tuple[Any, ...]) -> None:
     """Best effort: a read-only state dir only makes logins slower."""
     try:
         fsutil.ensure_dir(paths.state_dir)
         fsutil.ensure_dir(paths.cache_dir, "cache directory")
-        compiled = {
-            section: ({k: (v.text if isinstance(v, policy.NameSet) else v)
-                       for k, v in values.items()} if isinstance(values, dict) else values)
-            for section, values in plain.items()
-        }
-        fsutil.atomic_write(paths.policy_cache, marshal.dumps((key, source, compiled)))
+        fsutil.atomic_write(f"{paths.cache_dir}/{name}", marshal.dumps(data))
     except StateError:
         pass
 
 
-def load(paths: Paths, use_cache: bool = True) -> policy.Policy:
-    """The policy named by ``paths``: defaults when the default file is absent."""
+def _cache_name(paths: Paths) -> str:
+    return paths.policy_cache.rpartition("/")[2]
+
+
+def _first(exc: PolicyError) -> str:
+    """One line for a log: the first problem, FILE:LINE: text, and how many more."""
+    errors: list[PolicyError] = getattr(exc, "errors", [exc])
+    more = f" (and {len(errors) - 1} more: twofa-admin policy check)" if len(errors) > 1 else ""
+    return errors[0].message.replace("\n", " ") + more
+
+
+def _last_valid(paths: Paths, path: str) -> tuple[dict[str, Any], float] | None:
+    """The last source of ``path`` that validated, checked again by this code."""
+    try:
+        raw = fsutil.read_file(f"{paths.cache_dir}/{LAST_VALID}", "last valid policy")
+        if raw is None:
+            return None
+        saved = marshal.loads(raw)
+    except (StateError, ValueError, EOFError, TypeError):
+        return None
+    if not (type(saved) is tuple and len(saved) == 3 and saved[0] == path
+            and type(saved[1]) is bytes and type(saved[2]) is float):
+        return None
+    try:
+        return parse_text(saved[1].decode("utf-8"), path), saved[2]
+    except (PolicyError, UnicodeDecodeError):  # no longer valid for this code
+        return None
+
+
+def _compile(paths: Paths, use_cache: bool,
+             fallback: bool) -> tuple[dict[str, Any], str | None, float | None]:
+    """(validated data, the file's error when it is the last valid data, since)."""
     path = paths.policy
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         if paths.policy_explicit:
             raise PolicyError("no such file", path) from None
-        return policy.defaults()
+        from pam_twofa import schema
+
+        return schema.validate({})[0], None, None
     except OSError as exc:
         raise PolicyError(f"cannot open: {exc.strerror}", path) from None
     try:
@@ -157,20 +238,56 @@ def load(paths: Paths, use_cache: bool = True) -> policy.Policy:
         key = _key(path, st)
         with os.fdopen(os.dup(fd), "rb") as f:
             raw = f.read()
-        plain = _read_cache(paths, key, raw) if use_cache else None
-        if plain is None:
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise PolicyError("not UTF-8 text", path) from None
-            plain = parse_text(text, path)
-            if use_cache:
-                _write_cache(paths, key, raw, plain)
     finally:
         os.close(fd)
+    if use_cache:
+        hit = _read_cache(paths, key, raw)
+        if hit is not None and (fallback or hit[1] is None):
+            return hit
+        if hit is not None:  # strict callers: the file's own error
+            raise PolicyError(hit[1] or "invalid", failmode=None)
     try:
-        return policy.build(plain)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PolicyError("not UTF-8 text", path) from None
+        plain = parse_text(text, path)
+    except PolicyError as exc:
+        last = _last_valid(paths, path) if use_cache and fallback else None
+        if last is None:
+            raise
+        error = _first(exc)
+        _write(paths, _cache_name(paths), (key, raw, _compiled(last[0]), error, last[1]))
+        return last[0], error, last[1]
+    if use_cache:
+        import time
+
+        now = time.time()
+        _write(paths, _cache_name(paths), (key, raw, _compiled(plain), None, now))
+        _write(paths, LAST_VALID, (path, raw, now))
+    return plain, None, None
+
+
+def load(paths: Paths, use_cache: bool = True) -> policy.Policy:
+    """The policy named by ``paths``, strictly: an invalid file raises PolicyError.
+
+    Defaults when the default file is absent. Commands use this: an admin hears
+    of a broken file at once.
+    """
+    return _build(paths, use_cache, fallback=False).policy
+
+
+def load_in_force(paths: Paths) -> Loaded:
+    """What logins use: the file's policy, or while the file is invalid the last
+    valid one (with ``error`` set); raises only when there is none."""
+    return _build(paths, True, fallback=True)
+
+
+def _build(paths: Paths, use_cache: bool, fallback: bool) -> Loaded:
+    plain, error, since = _compile(paths, use_cache, fallback)
+    try:
+        return Loaded(policy=policy.build(plain), error=error, since=since)
     except (KeyError, TypeError):  # a cache from another build: parse again
         if use_cache:
-            return load(paths, use_cache=False)
+            return _build(paths, use_cache=False, fallback=False)
         raise

@@ -305,21 +305,22 @@ def test_cache_of_another_key_or_insecure_cache_ignored(paths: Paths,
     write(paths, "mandatory: {scope: all}\n")
     policyfile.load(paths)
     cache = Path(paths.policy_cache)
-    key, source, plain = marshal.loads(cache.read_bytes())
+    key, source, plain, error, since = marshal.loads(cache.read_bytes())
+    assert error is None
     plain["mandatory"]["scope"] = "none"
     # a cache whose data was changed but whose file is group-writable: not trusted
-    cache.write_bytes(marshal.dumps((key, source, plain)))
+    cache.write_bytes(marshal.dumps((key, source, plain, None, since)))
     cache.chmod(0o660)
     assert policyfile.load(paths).mandatory.scope == "all"
     assert len(parses) == 2
     # a cache made for another policy file is not used for this one
     other_key = (key[0], key[1], key[2], "/etc/other.yaml", *key[4:])
-    cache.write_bytes(marshal.dumps((other_key, source, plain)))
+    cache.write_bytes(marshal.dumps((other_key, source, plain, None, since)))
     cache.chmod(0o600)
     assert policyfile.load(paths).mandatory.scope == "all"
     assert len(parses) == 3
     # same identity, other content (two edits within one clock tick): not used
-    cache.write_bytes(marshal.dumps((key, b"mandatory: {scope: none}\n", plain)))
+    cache.write_bytes(marshal.dumps((key, b"mandatory: {scope: none}\n", plain, None, since)))
     assert policyfile.load(paths).mandatory.scope == "all"
     assert len(parses) == 4
 

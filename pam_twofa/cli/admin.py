@@ -13,7 +13,7 @@ from pam_twofa import enrollment, lockout, log
 from pam_twofa.cli.common import ExitCode, invoke, print_json, run, when
 from pam_twofa.clock import Clock
 from pam_twofa.errors import NotEnrolled, PolicyError
-from pam_twofa.paths import DEFAULT_POLICY, DEFAULT_STATE_DIR, Paths
+from pam_twofa.paths import DEFAULT_LOG_SOCKET, DEFAULT_POLICY, DEFAULT_STATE_DIR, Paths
 from pam_twofa.store import FileStore, validate_user_name
 
 TYPE_CHECKING = False
@@ -59,13 +59,15 @@ pass_admin = click.make_pass_decorator(Admin)
               type=click.Path(dir_okay=False), help="Policy file.")
 @click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True,
               type=click.Path(file_okay=False), help="State directory.")
+@click.option("--log-socket", default=DEFAULT_LOG_SOCKET, show_default=True,
+              type=click.Path(dir_okay=False), help="Syslog socket (as the module's log_socket=).")
 @click.version_option(package_name="pam-twofa", prog_name=PROG)
 @click.pass_context
-def cli(ctx: click.Context, policy: str, state_dir: str) -> None:
+def cli(ctx: click.Context, policy: str, state_dir: str, log_socket: str) -> None:
     """Administer pam-twofa: enroll users, show status, reset and unlock."""
     explicit = ctx.get_parameter_source("policy") is not click.core.ParameterSource.DEFAULT
     ctx.obj = Admin(Paths(policy=policy, policy_explicit=explicit,
-                          state_dir=state_dir.rstrip("/") or "/"))
+                          state_dir=state_dir.rstrip("/") or "/", log_socket=log_socket))
 
 
 def enroll_user(admin: Admin, user: str, secret: str | None) -> dict[str, str]:
@@ -128,7 +130,11 @@ def status(admin: Admin, user: str | None, as_json: bool) -> None:
         users = [user] if user is not None else admin.store.users()
         rows = [user_status(admin, name) for name in users]
         if as_json:
+            from pam_twofa.cli.admin_checks import warnings
+
             print_json(rows[0] if user is not None else rows)
+            for warning in warnings(admin.paths):  # stdout stays one JSON document
+                click.echo(f"Warning: {warning}", err=True)
             return
         click.echo(f"{'USER':<20} {'ENROLLED':<9} {'FAILURES':<9} LOCKED UNTIL")
         for row in rows:
@@ -139,6 +145,10 @@ def status(admin: Admin, user: str | None, as_json: bool) -> None:
         clock = read(admin.paths.clock_status)
         if clock is not None:
             click.echo(f"Clock: {clock.describe()}")
+        from pam_twofa.cli.admin_checks import warnings
+
+        for warning in warnings(admin.paths):
+            click.echo(f"Warning: {warning}")
 
     run(PROG, body)
 
