@@ -14,7 +14,7 @@ APT_PACKAGES := \
 	libpam-google-authenticator libpam-oath \
 	python3-pyotp python3-yaml python3-qrcode python3-ntplib python3-click \
 	chrony faketime systemd lintian debhelper dh-python pybuild-plugin-pyproject \
-	python3-all python3-setuptools fail2ban man-db iproute2 scdoc build-essential
+	python3-all python3-setuptools fail2ban python3-systemd man-db iproute2 scdoc build-essential
 
 # Used only while there is no pyproject.toml; otherwise pyproject's `test` extra rules.
 PIP_FALLBACK := pytest hypothesis ruff mypy types-PyYAML paramiko aiosmtpd trustme pyotp qrcode \

@@ -224,7 +224,7 @@ def test_fail2ban_filter_matches_refusals_only(logins: Logins, tmp_path: Path) -
                "pam-twofa").stdout.split()
     assert hosts == [RHOST] * 6, hosts  # never FORGED
     jail = sh("fail2ban-client", "-c", os.fspath(conf), "-d").stdout
-    assert "['add', 'pam-twofa'," in jail and "'addjournalmatch', 'SYSLOG_FACILITY=10'" in jail
+    assert "['add', 'pam-twofa'," in jail and "'addjournalmatch', '_UID=0', '_COMM=sshd'" in jail
 
 
 @pytest.mark.parametrize(("snippet", "methods"), [
