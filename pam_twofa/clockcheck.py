@@ -1,4 +1,4 @@
-"""Is the server clock right? Ask NTP servers (ntplib) and the host's time sync.
+"""Is the server clock right? Ask NTP servers (``ntp``) and the host's time sync.
 
 TOTP codes are only as good as the server clock: drift beyond the window makes
 every code fail. ``check`` queries the servers in parallel, each answer checked
@@ -49,11 +49,12 @@ class Answer(Record):
 
 
 class Sync(Record):
-    """``timedatectl``'s view: NTP (automatic sync on) and NTPSynchronized."""
+    """Automatic time sync: ``timedatectl``'s NTP and NTPSynchronized, or chronyd's."""
 
     ntp: str = "unknown"  # on, off, unknown
     synchronized: str = "unknown"  # yes, no, unknown
     why: str = ""  # why unknown
+    via: str = "timedatectl"  # or chronyc (no systemd, or timedatectl failed)
 
 
 class Report(Record):
@@ -203,10 +204,8 @@ def host_servers(root: str = "") -> tuple[str, ...]:
 # ------------------------------------------------------------- queries
 def query(server: str, timeout: float) -> Answer:
     """Ask one server once; every failure becomes an Answer with ``error``."""
-    try:
-        import ntplib
-    except ImportError:
-        return Answer(server=server, error="ntplib is not installed")
+    from pam_twofa import ntp
+
     try:
         host, port = split_server(server)
         addresses = _addresses(host, port)
@@ -217,20 +216,19 @@ def query(server: str, timeout: float) -> Answer:
     failure = "no address"
     for address in addresses:  # the next one only when this one cannot be reached
         try:
-            before = time.time()
-            stats = ntplib.NTPClient().request(address, version=4, port=port, timeout=timeout)
+            reply = ntp.exchange(address, port, timeout)
             break
-        except ntplib.NTPException:
+        except TimeoutError:
             return Answer(server=server, error=f"no answer within {timeout:g} s")
-        except OSError as exc:  # e.g. no IPv6 route
+        except OSError as exc:  # e.g. no IPv6 route, port unreachable
             failure = exc.strerror or str(exc)
     else:
         return Answer(server=server, error=failure)
-    problem = _bad_reply(stats, before)
+    problem = _bad_reply(reply)
     if problem:
         return Answer(server=server, error=problem)
-    return Answer(server=server, offset=float(stats.offset), delay=float(stats.delay),
-                  stratum=int(stats.stratum))
+    return Answer(server=server, offset=reply.offset, delay=reply.delay,
+                  stratum=reply.stratum)
 
 
 def _addresses(host: str, port: int) -> list[str]:
@@ -241,15 +239,15 @@ def _addresses(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))[:3]
 
 
-def _bad_reply(stats: Any, sent_after: float) -> str | None:
+def _bad_reply(reply: Any) -> str | None:
     """Why a reply cannot be trusted (RFC 5905 sanity checks), or None."""
-    if stats.mode != 4:
-        return f"not a server reply (mode {stats.mode})"
-    if stats.stratum == 0:
+    if reply.mode != 4:
+        return f"not a server reply (mode {reply.mode})"
+    if reply.stratum == 0:
         return "kiss-o'-death (server refuses or is unsynchronised)"
-    if stats.leap == 3 or stats.stratum > 15:
+    if reply.leap == 3 or reply.stratum > 15:
         return "server is not synchronised"
-    if not sent_after - 0.001 <= stats.orig_time <= stats.dest_time + 0.001:
+    if not reply.matches:
         return "reply does not match our request"
     return None
 
@@ -283,33 +281,60 @@ def parse_timedatectl(text: str) -> Sync:
                 "timedatectl did not say")
 
 
-def sync_status(timeout: float, run_dir: str = SYSTEMD_RUN_DIR) -> Sync:
-    """Whether automatic time sync is on; "unknown" where systemd does not run."""
+def parse_chronyc(text: str) -> Sync:
+    """``chronyc -n -c tracking`` output (CSV) -> Sync; chronyd answering means sync is on."""
+    fields = text.strip().split(",")
+    if len(fields) < 14:
+        return Sync(why=f"chronyc said: {text.strip()[:200] or 'nothing'}", via="chronyc")
+    unsynced = fields[13] == "Not synchronised" or fields[0] == "00000000"
+    return Sync(ntp="on", synchronized="no" if unsynced else "yes", via="chronyc")
+
+
+def chrony_status(timeout: float, socket: str | None = None) -> Sync:
+    """Ask chronyd itself (``chronyc tracking``), e.g. where systemd does not run."""
+    cmd = ["chronyc", "-n", "-c", *(["-h", socket] if socket else []), "tracking"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              check=False, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return Sync(why="no systemd and no chronyc", via="chronyc")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Sync(why=f"chronyc failed: {exc}", via="chronyc")
+    if done.returncode != 0:
+        said = (done.stderr.strip() or done.stdout.strip() or str(done.returncode))[:200]
+        return Sync(why=f"chronyd did not answer: {said}", via="chronyc")
+    return parse_chronyc(done.stdout)
+
+
+def sync_status(timeout: float, run_dir: str = SYSTEMD_RUN_DIR,
+                chrony_socket: str | None = None) -> Sync:
+    """Whether automatic time sync is on: timedatectl where systemd runs, else chronyd."""
     if not os.path.isdir(run_dir):
-        return Sync(why="systemd is not running")
+        return chrony_status(timeout, chrony_socket)
     try:
         done = subprocess.run(["timedatectl", "show", "-p", "NTP", "-p", "NTPSynchronized"],
                               capture_output=True, text=True, timeout=timeout, check=False,
                               stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return Sync(why=f"timedatectl failed: {exc}")
+    except (OSError, subprocess.TimeoutExpired):
+        return chrony_status(timeout, chrony_socket)
     if done.returncode != 0:
-        return Sync(why=f"timedatectl failed: {done.stderr.strip() or done.returncode}")
+        return chrony_status(timeout, chrony_socket)
     return parse_timedatectl(done.stdout)
 
 
 def check(servers: Iterable[str], max_offset: float, timeout: float,
-          run_dir: str = SYSTEMD_RUN_DIR) -> Report:
+          run_dir: str = SYSTEMD_RUN_DIR, chrony_socket: str | None = None) -> Report:
     """Query ``servers`` and timedatectl side by side; the whole within the timeout."""
     servers = tuple(servers)
     checked_at = time.time()
     start = time.monotonic()
     sync_box: list[Sync] = []
     sync_thread = threading.Thread(
-        target=lambda: sync_box.append(sync_status(timeout, run_dir)), daemon=True)
+        target=lambda: sync_box.append(sync_status(timeout, run_dir, chrony_socket)),
+        daemon=True)
     sync_thread.start()
     answers = query_all(servers, timeout)
     sync_thread.join(max(0.0, start + timeout + SLACK - time.monotonic()))
-    sync = sync_box[0] if sync_box else Sync(why="timedatectl did not answer in time")
+    sync = sync_box[0] if sync_box else Sync(why="the time sync status did not come in time")
     return Report(checked_at=checked_at, max_offset=max_offset, timeout=timeout,
                   answers=answers, sync=sync)

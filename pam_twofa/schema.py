@@ -133,6 +133,8 @@ def _server(text: str) -> str:
 _DAY = 86400
 # section -> (record, {yaml key: check}); a key's record field is the same name,
 # except where RENAMED says otherwise (``from`` is a Python keyword).
+# Several servers by default, so that one wrong answer cannot decide (the median does).
+DEFAULT_NTP_SERVERS = ("0.pool.ntp.org", "1.pool.ntp.org", "2.pool.ntp.org", "3.pool.ntp.org")
 SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
     "mandatory": (MandatoryPolicy, {
         "scope": Choice("none", ("none", "admins", "all", "selected"),
@@ -216,8 +218,9 @@ SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
         "reset_by_admin": Bool(True, "mail the user when an admin resets their 2FA"),
     }),
     "clock": (ClockPolicy, {
-        "servers": Names((), "NTP servers, HOST or HOST:PORT (empty: the host's own, "
-                             "else pool.ntp.org)", _server, ordered=True),
+        "servers": Names(DEFAULT_NTP_SERVERS,
+                         "NTP servers, HOST or HOST:PORT; the median offset decides "
+                         "(empty: the host's own, else pool.ntp.org)", _server, ordered=True),
         "max_offset_seconds": Num(10, 0, 3600, "largest offset counted as in sync"),
         "timeout_seconds": Num(5, 1, 60, "timeout of each NTP query"),
     }),

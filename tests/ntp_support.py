@@ -50,23 +50,30 @@ def sntp_offset(port: int, timeout: float = 0.5) -> float | None:
 class Chronyd:
     """chronyd -x serving ``local stratum 10`` on 127.0.0.1:PORT; ``shift`` via faketime."""
 
-    def __init__(self, workdir: Path, shift: int = 0) -> None:
+    def __init__(self, workdir: Path, shift: int = 0, *, at: str | None = None,
+                 command_socket: bool = False) -> None:
+        """``at``: serve a clock started at this time (libfaketime's "@YYYY-MM-DD HH:MM:SS");
+        ``command_socket``: let chronyc talk to it at ``self.command_socket``."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_udp_port()
         conf = workdir / "chrony.conf"
+        self.command_socket = workdir / "cmd" / "chronyd.sock"
+        if command_socket:
+            self.command_socket.parent.mkdir(mode=0o700)
         conf.write_text(
             f"port {self.port}\n"
             "bindaddress 127.0.0.1\n"
             "local stratum 10\n"
             "allow 127.0.0.1\n"
             "cmdport 0\n"
-            "bindcmdaddress /\n"  # no Unix command socket in /run/chrony either
+            # no Unix command socket in /run/chrony either, unless asked for one here
+            f"bindcmdaddress {self.command_socket if command_socket else '/'}\n"
             f"pidfile {workdir}/chronyd.pid\n"
             f"driftfile {workdir}/drift\n"
         )
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-        if shift:
-            env.update(LD_PRELOAD=LIBFAKETIME, FAKETIME=f"{shift:+d}s")
+        if shift or at:
+            env.update(LD_PRELOAD=LIBFAKETIME, FAKETIME=at or f"{shift:+d}s")
         self.log = workdir / "chronyd.log"
         with open(self.log, "wb") as log:
             # -x: never touch the clock; -d: foreground; -4: IPv4; -u root: keep

@@ -92,7 +92,7 @@ def test_refused_login_carries_the_clock_hint(pam_env: PamEnv,
     assert HINT not in res.stdout + res.stderr
     assert not any(line.startswith("<84>") for line in res.log_lines), res
 
-    status = pam_env.admin("status")
+    status = pam_env.admin("--log-socket", str(pam_env.log_socket), "status")
     assert status.returncode == 0, status.stderr
     clock_line = status.stdout.splitlines()[-1]
     assert clock_line.startswith("Clock: checked "), clock_line
@@ -106,7 +106,8 @@ def test_refused_login_carries_the_clock_hint(pam_env: PamEnv,
     res = pam_env.pamtester("login", "alice", ["secret", wrong_code(secret)])
     assert res.rc != 0 and HINT not in res.stdout + res.stderr, res
     assert not any("clock_offset" in line for line in res.log_lines), res
-    assert pam_env.admin("status").stdout.splitlines()[-1].endswith(
+    status = pam_env.admin("--log-socket", str(pam_env.log_socket), "status")
+    assert status.stdout.splitlines()[-1].endswith(
         "(automatic time sync is OFF)" if SYNC_OFF else "(in sync)")
 
 

@@ -262,14 +262,16 @@ def test_timedatectl_output() -> None:
 
 
 def test_sync_status_where_systemd_is_not_running(tmp_path: Path) -> None:
-    assert clockcheck.sync_status(2, str(tmp_path / "none")) == Sync(
-        why="systemd is not running")
+    nosock = str(tmp_path / "no-chronyd.sock")  # chronyd asked instead: not running here
+    sync = clockcheck.sync_status(2, str(tmp_path / "none"), nosock)
+    assert (sync.ntp, sync.via) == ("unknown", "chronyc")
+    assert sync.why.startswith("chronyd did not answer"), sync
     # a run dir that claims systemd: the real timedatectl answers only where it runs
-    sync = clockcheck.sync_status(5, str(tmp_path))
+    sync = clockcheck.sync_status(5, str(tmp_path), nosock)
     if os.path.isdir(clockcheck.SYSTEMD_RUN_DIR):
         assert sync == HOST_SYNC and sync.ntp in ("on", "off")
-    else:
-        assert sync.ntp == "unknown" and sync.why.startswith("timedatectl failed")
+    else:  # timedatectl failed: chronyd is asked
+        assert sync.ntp == "unknown" and sync.via == "chronyc", sync
 
 
 def _report(offset: float | None, ntp: str) -> Report:

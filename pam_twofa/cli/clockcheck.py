@@ -60,8 +60,9 @@ def lines(report: Report) -> list[tuple[int, str]]:
     if sync.ntp == "unknown":
         out.append((NOTICE, f"automatic time sync: unknown ({sync.why})"))
     else:
+        via = " (chronyd)" if sync.via == "chronyc" else ""
         out.append((INFO if sync.ntp == "on" else WARNING,
-                    f"automatic time sync: {sync.ntp}, synchronized: {sync.synchronized}"))
+                    f"automatic time sync: {sync.ntp}{via}, synchronized: {sync.synchronized}"))
     chosen, verdict, limit = report.chosen, report.verdict, report.max_offset
     if verdict == NO_ANSWER:
         names = ", ".join(a.server for a in report.answers)
