@@ -18,7 +18,8 @@ from pam_twofa import policyfile, schema
 
 REPO = Path(__file__).resolve().parent.parent
 GEN = REPO / "tools" / "gen_policy_docs.py"
-POLICY_YAML = REPO / "etc" / "pam-twofa" / "policy.yaml"
+POLICY_YAML = REPO / "doc" / "policy.reference.yaml"  # generated, every key
+CONFFILE = REPO / "etc" / "pam-twofa" / "policy.yaml"  # short, by hand
 POLICY_MAN = REPO / "doc" / "man" / "pam-twofa-policy.5.scd"
 MAN_SOURCES = sorted((REPO / "doc" / "man").glob("*.scd"))
 RENDER_ENV = {
@@ -51,7 +52,7 @@ def test_generated_docs_are_current() -> None:
 
 
 def test_check_fails_on_stale_files_and_regenerates(tmp_path: Path) -> None:
-    shipped = tmp_path / "etc/pam-twofa/policy.yaml"
+    shipped = tmp_path / "doc/policy.reference.yaml"
     man = tmp_path / "doc/man/pam-twofa-policy.5.scd"
     shipped.parent.mkdir(parents=True)
     man.parent.mkdir(parents=True)
@@ -90,6 +91,27 @@ def test_shipped_policy_uncommented_sets_every_key_to_its_default() -> None:
             value = check(raw[name][key])
             assert value == check.default, (name, key, raw[name][key])
     assert policyfile.parse_text(text, "policy.yaml") == schema.validate({})[0]
+
+
+def test_the_conffile_is_short_and_the_built_in_policy() -> None:
+    """A conffile changes rarely (each change stops `apt-get -y` at a prompt): the few
+    keys admins set first, commented out at their defaults, and where the rest is."""
+    text = CONFFILE.read_text()
+    assert len(text.splitlines()) <= 30
+    assert yaml.safe_load(text) is None
+    assert policyfile.parse_text(text, str(CONFFILE)) == schema.validate({})[0]
+    raw = yaml.safe_load(uncomment(text))
+    assert set(raw) == {"mandatory", "enrollment", "failmode"}
+    for name, keys in raw.items():
+        if name == "failmode":
+            assert keys == schema.FAILMODE.default
+            continue
+        checks = schema.SCHEMA[name][1]
+        for key, value in keys.items():
+            assert checks[key](value) == checks[key].default, (name, key, value)
+    assert "/usr/share/doc/libpam-twofa/examples/policy.reference.yaml" in text
+    examples = (REPO / "debian/libpam-twofa.examples").read_text().split()
+    assert "doc/policy.reference.yaml" in examples
 
 
 def test_shipped_policy_lines_say_default_and_doc() -> None:

@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Generate the policy reference from ``pam_twofa.schema``: one table, two documents.
 
-Writes ``etc/pam-twofa/policy.yaml`` (the shipped policy: every key commented out
-with its default and its one-line doc) and the key reference between the
-GENERATED markers of ``doc/man/pam-twofa-policy.5.scd``. Run it after changing
-the schema; ``--check`` exits 1 when a committed file is out of date (a test runs
-it), so the shipped file and the man page cannot drift from the code.
+Writes ``doc/policy.reference.yaml`` (every key commented out with its default
+and its one-line doc; the package installs it as an example file,
+/usr/share/doc/libpam-twofa/examples/policy.reference.yaml) and the key reference
+between the GENERATED markers of ``doc/man/pam-twofa-policy.5.scd``. Run it after
+changing the schema; ``--check`` exits 1 when a committed file is out of date (a
+test runs it), so the reference and the man page cannot drift from the code.
+
+The conffile, ``etc/pam-twofa/policy.yaml``, is short and written by hand: a
+generated conffile would change with every reworded doc line, and each change
+stops a non-interactive ``apt-get -y`` upgrade at a conffile prompt.
 
 Uncommenting: each setting line starts with a single ``#``; prose lines start
 with ``##``. Removing one leading ``#`` from every line (``sed 's/^#//'``) gives
@@ -27,7 +32,7 @@ if str(ROOT) not in sys.path:
 
 from pam_twofa import lockout, policy, schema  # noqa: E402
 
-POLICY_FILE = Path("etc/pam-twofa/policy.yaml")
+REFERENCE_FILE = Path("doc/policy.reference.yaml")
 MAN_FILE = Path("doc/man/pam-twofa-policy.5.scd")
 BEGIN = "; BEGIN GENERATED KEYS: tools/gen_policy_docs.py writes from here to END"
 END = "; END GENERATED KEYS"
@@ -65,17 +70,17 @@ SECTION_DOCS: dict[str, str] = {
 }
 
 POLICY_HEADER = """\
-## pam-twofa policy: who must use two-factor authentication, and how.
+## pam-twofa policy reference: every key, commented out, with its default.
 ##
-## Every key is listed below, commented out, with its default: a key left out
-## keeps its default, so this file as shipped is the built-in policy. To change
-## a key, uncomment it and its section line. The file is parsed strictly: an
-## unknown key, a wrong type or a value out of range makes the whole file
-## invalid, reported as FILE:LINE. Check it before relying on it:
+## A key left out keeps its default, so this file as it is is the built-in
+## policy. The policy in force is /etc/pam-twofa/policy.yaml: copy the lines you
+## need there (a key with its section line) and uncomment them. The file is
+## parsed strictly: an unknown key, a wrong type or a value out of range makes
+## the whole file invalid, reported as FILE:LINE. Check it before relying on it:
 ##
 ##     twofa-admin policy check
 ##
-## The file must be owned by root and not writable by group or others. Edits
+## The policy must be owned by root and not writable by group or others. Edits
 ## apply at the next login. Reference: pam-twofa-policy(5).
 ##
 ## (Generated from the code by tools/gen_policy_docs.py.)
@@ -195,7 +200,8 @@ def man_page(current: str) -> str:
 def outputs(root: Path) -> dict[Path, str]:
     """Each generated file (under ``root``) and the text it should have."""
     man = root / MAN_FILE
-    return {root / POLICY_FILE: policy_yaml(), man: man_page(man.read_text(encoding="utf-8"))}
+    return {root / REFERENCE_FILE: policy_yaml(),
+            man: man_page(man.read_text(encoding="utf-8"))}
 
 
 def main(argv: list[str] | None = None) -> int:
