@@ -31,7 +31,9 @@ RHOST = "203.0.113.7"
 FORGED = "198.51.100.9"  # an address a hostile user name tries to get banned
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".target")
 SYS_ENV = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
-LOCK_FILE = "/run/lock/pam-twofa-test-deb.lock"
+# The machine-wide lock of every change to the system (apt-get, dpkg, /etc/pam.d):
+# the same one helpers and other tests take.
+LOCK_FILE = "/run/lock/pam-twofa-system.lock"
 APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=600"]
 
 
@@ -59,9 +61,12 @@ def installed_version() -> str | None:
     return fields[1] if res.returncode == 0 and fields and fields[0] == "ii" else None
 
 
-def purge() -> None:
+def purge() -> str:
+    """apt-get purge; its output (the maintainer scripts' messages)."""
     if sh("dpkg-query", "-W", PACKAGE, check=False).returncode == 0:
-        sh(*APT, "purge", PACKAGE)
+        res = sh(*APT, "purge", PACKAGE)
+        return res.stdout + res.stderr
+    return ""
 
 
 # ------------------------------------------------------------------ what the repo says
@@ -119,6 +124,7 @@ def build(out: Path) -> Built:
 class Installed:
     files: list[str]  # dpkg -L
     pam_d_before: dict[str, str]
+    output: str = ""  # apt-get install's, with the maintainer scripts' messages
 
 
 @contextlib.contextmanager
@@ -149,9 +155,10 @@ def install(built: Built) -> Iterator[Installed]:
             purge()
         before = pam_d_digest()
         try:
-            sh(*APT, "install", "--no-install-recommends", os.fspath(built.deb))
+            res = sh(*APT, "install", "--no-install-recommends", os.fspath(built.deb))
             files = sh("dpkg", "-L", PACKAGE).stdout.splitlines()
-            yield Installed([f for f in files if f.startswith("/") and f != "/."], before)
+            yield Installed([f for f in files if f.startswith("/") and f != "/."], before,
+                            res.stdout + res.stderr)
         finally:
             purge()
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.deb_support import (
+    APT,
     PACKAGE,
     REPO,
     RHOST,
@@ -57,6 +58,9 @@ BANNED_REASONS = {
     "bad-code", "replay", "bad-emergency-code", "locked", "unknown-user", "bad-user-name",
 }
 NOBODY = 65534
+CRON_FILE = "/etc/cron.d/libpam-twofa"
+STATE = Path("/var/lib/pam-twofa")
+SYSTEMD = os.path.isdir("/run/systemd/system")
 
 if os.geteuid() != 0:  # CI runs as root; a collection error beats a silent pass
     raise RuntimeError("tests/test_deb.py installs a package: run it as root")
@@ -140,15 +144,18 @@ def test_contents_follow_the_repo(built: Built) -> None:
         "/usr/share/pam-configs/pam-twofa",
         "/usr/lib/python3/dist-packages/pam_twofa/pam_entry.py",
         "/usr/lib/python3/dist-packages/pam_twofa/pamface.py",
-        "/usr/share/doc/libpam-twofa/README.Debian",
         "/usr/share/doc/libpam-twofa/examples/fail2ban/filter.d/pam-twofa.conf",
         "/usr/share/doc/libpam-twofa/examples/fail2ban/jail.d/pam-twofa.conf",
         "/usr/share/doc/libpam-twofa/examples/ssh/sshd_config.d/pam-twofa-password.conf",
         "/usr/share/doc/libpam-twofa/examples/ssh/sshd_config.d/pam-twofa-publickey.conf",
+        "/usr/share/doc/libpam-twofa/examples/policy.reference.yaml",
+        CRON_FILE,
     }
     expected |= {f"/usr/share/doc/libpam-twofa/examples/profile.d/{p.name}"
                  for p in (REPO / "enroll").glob("*")}
     assert expected <= paths, expected - paths
+    readme = "/usr/share/doc/libpam-twofa/README.Debian"
+    assert {readme, readme + ".gz"} & paths  # dh_compress compresses it beyond 4 KiB
     assert not [p for p in paths if p.startswith("/etc/profile.d")]  # opt-in only
     assert not [p for p in paths if "__pycache__" in p or p.endswith(".pyc")]
     work = built.deb.parent / "control"
@@ -156,7 +163,7 @@ def test_contents_follow_the_repo(built: Built) -> None:
     sh("dpkg-deb", "-e", os.fspath(built.deb), os.fspath(work))
     declared = (work / "conffiles").read_text().split()
     repo_conf = sorted(f"/etc/pam-twofa/{p.name}" for p in (REPO / "etc/pam-twofa").iterdir())
-    assert "/etc/pam-twofa/policy.yaml" in declared
+    assert "/etc/pam-twofa/policy.yaml" in declared and CRON_FILE in declared
     assert sorted(d for d in declared if d.startswith("/etc/pam-twofa/")) == repo_conf
 
 
@@ -293,6 +300,83 @@ def test_man_pages_render(installed: Installed) -> None:
         assert text.startswith(f"{name}({section})") and "\nNAME\n" in text, (page, text[:200])
 
 
+def test_install_output_says_what_runs(installed: Installed) -> None:
+    """Issue 12: the text and the behaviour agree, with and without systemd."""
+    out = installed.output
+    if SYSTEMD:
+        assert "pam-twofa: started pam-twofa-enroll.socket" in out, out
+        assert "systemd is not running" not in out
+    else:  # this machine and most containers
+        assert "pam-twofa: systemd is not running: no service was started" in out, out
+        assert "/etc/cron.d/libpam-twofa" in out and "twofa-enroll-service" in out
+        assert "started pam-twofa" not in out
+
+
+def test_cron_job_runs_the_check_only_without_systemd(installed: Installed,
+                                                      tmp_path: Path) -> None:
+    """The installed line, run by sh as cron would, with the systemd marker directory and
+    the command pointed into tmp_path (a stub records each run and fails once)."""
+    text = Path(CRON_FILE).read_text()
+    jobs = [line for line in text.splitlines()
+            if line.strip() and not line.startswith("#") and "=" not in line.split()[0]]
+    assert len(jobs) == 1, text
+    fields = jobs[0].split(None, 6)
+    assert fields[5] == "root" and fields[1] == "*" and fields[0].isdigit(), fields
+    command = fields[6]
+    assert "%" not in command  # cron would cut the line there
+    assert "[ -d /run/systemd/system ] ||" in command and "/usr/bin/twofa-clockcheck" in command
+    stub = tmp_path / "twofa-clockcheck"
+    runs = tmp_path / "runs"
+    stub.write_text(f"#!/bin/sh\necho run >> {runs}\necho 'clock OFF: offset +60 s'\n"
+                    f"[ $(wc -l < {runs}) -gt 1 ]\n")
+    stub.chmod(0o755)
+    marker = tmp_path / "systemd-system"
+
+    def run() -> str:
+        line = command.replace("/run/systemd/system", os.fspath(marker)).replace(
+            "/usr/bin/twofa-clockcheck", os.fspath(stub))
+        return sh("sh", "-c", line).stdout
+
+    marker.mkdir()
+    assert run() == "" and not runs.exists()  # systemd runs the timer: nothing here
+    marker.rmdir()
+    assert run() == "clock OFF: offset +60 s\n"  # not in sync (exit 1): mailed by cron
+    assert run() == ""  # in sync: silent
+    assert runs.read_text() == "run\nrun\n"
+    stub.unlink()  # the package removed (conffile left behind): nothing, no error
+    assert run() == ""
+
+
+def test_postinst_clears_the_compiled_policy_cache(installed: Installed) -> None:
+    """Issue 11: an upgrade never serves the previous version's compiled policy."""
+    cache = STATE / "cache"
+    cache.mkdir(mode=0o700, exist_ok=True)
+    for name in ("policy.marshal", "policy.last-valid"):
+        (cache / name).write_bytes(b"x")
+        (cache / name).chmod(0o600)
+    version = installed_version()
+    assert version is not None
+    sh(f"/var/lib/dpkg/info/{PACKAGE}.postinst", "configure", version)
+    assert not (cache / "policy.marshal").exists()
+    assert (cache / "policy.last-valid").exists()  # checked again by the code before use
+    (cache / "policy.last-valid").unlink()
+
+
+def test_remove_and_reinstall_say_what_stays(installed: Installed, built: Built) -> None:
+    users = STATE / "users"
+    users.mkdir(mode=0o700, exist_ok=True)
+    (users / "someone.json").write_text("{}")
+    res = sh(*APT, "remove", PACKAGE)
+    out = res.stdout + res.stderr
+    assert "pam-twofa: the 2FA state of 1 user(s) stays in /var/lib/pam-twofa" in out, out
+    assert "pam-auth-update --enable pam-twofa" in out
+    assert (users / "someone.json").exists()
+    res = sh(*APT, "install", "--no-install-recommends", os.fspath(built.deb))
+    out = res.stdout + res.stderr
+    assert "1 user(s) have 2FA state (enrollments), but no PAM service uses" in out, out
+    assert pam_d_digest() == installed.pam_d_before  # the profile stays off
+
+
 def test_purge_removes_everything_and_the_profile(installed: Installed) -> None:
     """Last: enable the profile, add state, purge; nothing of the package may remain."""
     sh("pam-auth-update", "--package", "--enable", "pam-twofa")
@@ -303,8 +387,10 @@ def test_purge_removes_everything_and_the_profile(installed: Installed) -> None:
     (users / "someone.json").write_text("{}")
     candidates = [*installed.files, "/etc/pam-twofa", "/var/lib/pam-twofa"]
 
-    purge()
+    said = purge()
 
+    assert "pam-twofa: purge: deleting the 2FA secrets" in said, said
+    assert "1 user(s) in /var/lib/pam-twofa; after a reinstall they must enroll" in said
     assert installed_version() is None
     assert pam_d_digest() == installed.pam_d_before  # prerm took the profile out
     remaining = []
