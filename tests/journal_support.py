@@ -33,7 +33,10 @@ class Journald:
         script = (
             "set -e; mount --make-rprivate /; "
             f"mount --bind {self.work}/run /run; "
-            f"mount --bind {self.work}/journal /var/log/journal; "
+            # persistent storage where the host has it; else journald keeps the
+            # journal under /run/log/journal, which is the work dir's run/ here
+            f"if [ -d /var/log/journal ]; then mount --bind {self.work}/journal "
+            "/var/log/journal; fi; "
             f"exec {JOURNALD} {self.namespace}"
         )
         self.log = self.work / "journald.log"
@@ -62,7 +65,8 @@ class Journald:
         return self.sockets / "socket"
 
     def journal_files(self) -> list[Path]:
-        return sorted(self.work.glob(f"journal/*.{self.namespace}/*.journal"))
+        return sorted([*self.work.glob(f"journal/*.{self.namespace}/*.journal"),
+                       *self.work.glob(f"run/log/journal/*.{self.namespace}/*.journal")])
 
     def stop(self) -> None:
         """Stop journald (it flushes on SIGTERM); the journal files stay until close()."""
