@@ -115,7 +115,8 @@ class Context:
 
     def audit(self, caller: Caller, op: str, result: str, **fields: object) -> None:
         """One authpriv line per change or refusal; never a code or secret."""
-        sink = log.SyslogSink("pam_twofa(enroll)", self.paths.log_socket)
+        sink = log.SyslogSink("pam_twofa(enroll)", self.paths.log_socket,
+                              tag=log.TAG_ENROLL_SERVICE)
         priority = log.INFO if result == "ok" else log.NOTICE
         sink.log(priority, "", user=caller.name, uid=caller.uid, op=op, result=result, **fields)
         sink.close()
@@ -202,7 +203,8 @@ def dispatch(ctx: Context, caller: Caller, raw: bytes) -> dict[str, Any]:
         ctx.audit(caller, op, "refused", reason=exc.reason)
         return {"ok": False, "error": exc.reason, "message": exc.message}
     except Exception as exc:  # a bug: logged, and the service keeps serving
-        sink = log.SyslogSink("pam_twofa(enroll)", ctx.paths.log_socket)
+        sink = log.SyslogSink("pam_twofa(enroll)", ctx.paths.log_socket,
+                              tag=log.TAG_ENROLL_SERVICE)
         sink.log(log.ERR, f"error={log.escape(type(exc).__name__ + ': ' + str(exc))}",
                  uid=caller.uid, op=op, result="refused", reason="internal-error")
         sink.close()

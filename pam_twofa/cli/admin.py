@@ -46,7 +46,8 @@ class Admin:
         """One authpriv line per change, like the module's."""
         import os
 
-        sink = log.SyslogSink(f"twofa-admin({action})", self.paths.log_socket)
+        sink = log.SyslogSink(f"twofa-admin({action})", self.paths.log_socket,
+                              tag=log.TAG_ADMIN)
         sink.log(log.NOTICE, "", user=user, by_uid=os.getuid(), **fields)
         sink.close()
 
