@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.enroll_support import Service, running_service
+from tests.enroll_support import Service, client, running_service
 from tests.harness.pamenv import PamEnv
 from tests.test_enroll_service import raw_request
 
@@ -83,6 +83,8 @@ def test_passwdless_uids_cannot_make_the_service_busy(world: PamEnv) -> None:
         for user in (alice, bob):  # each real user is still served at once
             answer = raw_request(service, b'{"op": "status"}\n', uid=user.uid)
             assert answer["ok"] is True, answer
+        shown = client(world, service, ["status", "--json"], alice.uid)  # the real client
+        assert shown.returncode == 0 and json.loads(shown.stdout)["user"] == "alice", shown
         answers = flood.answers()
         assert len(answers) == 80
         assert all(a == {"ok": False, "error": "unknown-user",
@@ -113,12 +115,16 @@ def test_one_uid_cannot_fill_the_slots(world: PamEnv) -> None:
         time.sleep(0.3)
         answer = raw_request(service, b'{"op": "status"}\n', uid=bob.uid)
         assert answer["ok"] is True and answer["user"] == "bob", answer
+        # the real client, refused when accepted (before it sent its request), says why
+        again = client(world, service, ["status"], alice.uid)
+        assert again.returncode == 1, again
+        assert again.stderr == ("twofa-enroll: error: another request of yours is in "
+                                "progress\n"), again.stderr
         out, err = proc.communicate("", timeout=60)
         assert proc.returncode == 0, err
         answers = json.loads(out)
-        served = [a for a in answers if a and a.get("ok") is not False]
-        busy = [a for a in answers if a and a.get("error") == "busy"]
-        # the first connection got a slot and, once it sent EOF, an answer; every other
-        # was refused when accepted
-        assert len(busy) == 79, answers
-        assert len(served) + len(busy) == 80 or len(busy) == 79
+        # the first connection held alice's one slot: at EOF (or after 5 s) it got its
+        # answer; every other was refused when accepted
+        assert answers[0]["error"] in ("bad-request", "timeout"), answers[0]
+        assert answers[1:] == [{"ok": False, "error": "busy",
+                                "message": "another request of yours is in progress"}] * 79
