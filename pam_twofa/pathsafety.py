@@ -91,17 +91,24 @@ def _check_owned_file(st: os.stat_result, path: str, owner: int, max_bytes: int,
 
 def create_new(path: str, mode: int = 0o600, what: str = "file") -> int:
     """A write fd for a new regular file at ``path``; never an existing file, never
-    through a symlink (final component or parent). Raises ``UsageError``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    _no_symlinked_parent(directory, what, path)
+    through a symlink (final component or parent). Raises ``UsageError``.
+
+    The directories are walked from ``/`` with ``openat(O_NOFOLLOW)``, so one swapped
+    for a link after a check cannot redirect the write.
+    """
+    full = os.path.abspath(path)
+    parent = _open_dir_nofollow(os.path.dirname(full), what, path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-                     | os.O_NONBLOCK | os.O_NOCTTY, mode)
+        fd = os.open(os.path.basename(full), os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                     | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY, mode,
+                     dir_fd=parent)
     except FileExistsError:
         raise UsageError(f"cannot write {what} {path}: it exists already (it is never "
                          "overwritten: remove it or pick a new name)") from None
     except OSError as exc:
         raise UsageError(f"cannot write {what} {path}: {_describe(exc)}") from None
+    finally:
+        os.close(parent)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
@@ -113,21 +120,27 @@ def create_new(path: str, mode: int = 0o600, what: str = "file") -> int:
     return fd
 
 
-def _no_symlinked_parent(directory: str, what: str, path: str) -> None:
+def _open_dir_nofollow(directory: str, what: str, path: str) -> int:
+    """An fd of ``directory`` (absolute), reached without following any symlink."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     current = "/"
     for part in directory.strip("/").split("/"):
         if not part:
             continue
         current = os.path.join(current, part)
         try:
-            st = os.lstat(current)
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                            dir_fd=fd)
         except OSError as exc:
-            raise UsageError(f"cannot write {what} {path}: {current}: {_describe(exc)}") from None
-        if stat.S_ISLNK(st.st_mode):
-            raise UsageError(f"cannot write {what} {path}: {current} is a symbolic link "
-                             "(give the real directory)")
-        if not stat.S_ISDIR(st.st_mode):
-            raise UsageError(f"cannot write {what} {path}: {current} is not a directory")
+            os.close(fd)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(current):
+                raise UsageError(f"cannot write {what} {path}: {current} is a symbolic "
+                                 "link (give the real directory)") from None
+            raise UsageError(f"cannot write {what} {path}: {current}: "
+                             f"{_describe(exc)}") from None
+        os.close(fd)
+        fd = child
+    return fd
 
 
 def check_parents(path: str, owner: int, what: str,
