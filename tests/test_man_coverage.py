@@ -10,6 +10,7 @@ missing, where.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import tomllib
 from collections.abc import Iterator
@@ -98,3 +99,43 @@ def test_the_check_sees_a_gap() -> None:
     assert missing("g", group, "*--flag* *--no-flag* *subway*") == ["subcommand 'g sub'"]
     assert missing("g", group, "*g sub* *--flag*, *--no-flag*") == []
     assert missing("g", group, "*sub* _X_ *--flag*/*--no-flag*") == []
+
+
+# Where the package puts what (debian/rules and debian/*.install, *.links): an
+# installed path in a FILES section must come from one of these sources.
+INSTALLED_FROM = {
+    "/etc/pam-twofa/": "etc/pam-twofa/",
+    "/lib/systemd/system/": "systemd/",
+    "/usr/share/doc/libpam-twofa/examples/profile.d/": "enroll/",
+    "/usr/share/pam-configs/": "debian/pam-configs/",
+}
+RUNTIME = ("/var/lib/pam-twofa/", "/run/pam-twofa/")  # made by the programs, not installed
+
+
+def files_section(text: str) -> list[str]:
+    """The paths a page's FILES section lists (``_a_, _b_``: b is in a's directory)."""
+    section = re.search(r"(?ms)^# FILES\n(.*?)(?=^# )", text)
+    paths = []
+    for line in (section.group(1) if section else "").splitlines():
+        names = re.findall(r"_(\S+?)_(?=,|\s|$)", line) if line.startswith("_") else []
+        for name in names:
+            paths.append(name if name.startswith("/") else
+                         os.path.join(os.path.dirname(paths[-1]), name))
+    return paths
+
+
+def test_files_sections_list_only_what_the_package_installs() -> None:
+    links = [line.split()[1] for line in
+             (REPO / "debian" / "libpam-twofa.links").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    report = []
+    for page in sorted(MAN.glob("*.scd")):
+        for path in files_section(page.read_text()):
+            if path.startswith(RUNTIME) or path.lstrip("/") in links:
+                continue
+            source = next((src + path[len(dst):] for dst, src in INSTALLED_FROM.items()
+                           if path.startswith(dst)), None)
+            if source is None or not (REPO / source).exists():
+                report.append(f"{page.name}: FILES lists {path}, which the package does "
+                              f"not install" + (f" (no {source})" if source else ""))
+    assert not report, "\n" + "\n".join(report)
