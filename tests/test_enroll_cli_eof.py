@@ -14,7 +14,10 @@ import pytest
 from tests.enroll_support import DEBIAN_PYTHON, client, running_service
 from tests.harness.pamenv import REPO_ROOT, PamEnv
 from tests.harness.procs import setpriv_cmd
+from tests.harness.smtpd import CertAuthority, MailServer
 from tests.test_enroll_service import enroll_via_client
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
 
 @pytest.fixture
@@ -49,6 +52,25 @@ def test_eof_at_every_prompt_is_aborted(world: PamEnv) -> None:
         ]
         for args, uid, prompt in cases:
             aborted(client(world, service, args, uid, input=""), prompt)
+
+
+def test_eof_at_the_email_prompt_is_aborted(world: PamEnv, tmp_path: Path) -> None:
+    """The mail is really sent (aiosmtpd); EOF at the next prompt, whichever it is."""
+    (tmp_path / "ca").mkdir()
+    ca = CertAuthority(tmp_path / "ca")
+    with MailServer(ca.server_context(), "starttls", users={"bob": "hunter2"}) as srv:
+        password = world.root / "smtp-password"
+        password.write_text("hunter2\n")
+        password.chmod(0o600)
+        world.write_policy(
+            "mandatory:\n  scope: admins\n"
+            f"smtp: {{host: localhost, port: {srv.port}, username: bob, "
+            f"password_file: {password}, ca_file: {ca.ca_file}, timeout_seconds: 2}}\n")
+        world.policy.chmod(0o644)
+        with running_service(world) as service:
+            done = client(world, service, ["email", "carol@example.com"],
+                          world.users["carol"].uid, input="")
+    aborted(done, "Enter the code")
 
 
 def test_missing_service_says_what_to_do(world: PamEnv, tmp_path: Path) -> None:
