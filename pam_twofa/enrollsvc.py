@@ -18,7 +18,12 @@ The request must arrive within 5 s. REASON is a stable token (``bad-request``,
 ``bad-code``, ``replay``, ``locked``, ``no-pending``, ``code-needed``,
 ``not-enrolled``, ``not-allowed``, ``internal-error``, ...). A refused request
 changes nothing, except that a wrong code counts in the lockout as at a login.
-Each uid gets one request at a time (a second concurrent one is ``busy``).
+
+The caller is identified when the connection is accepted, before it takes one
+of the ``MAX_CONNECTIONS`` slots: a uid without a passwd entry (a subordinate
+uid range, say) is answered ``unknown-user`` at once and holds nothing, and
+each known uid gets one request at a time (a second concurrent one is
+``busy``), so no single caller can fill the slots.
 
 Operations are a dispatch table, op name -> handler in the module that owns the
 feature. A module registers one with a decorator::
@@ -110,7 +115,8 @@ class Context:
 
     def audit(self, caller: Caller, op: str, result: str, **fields: object) -> None:
         """One authpriv line per change or refusal; never a code or secret."""
-        sink = log.SyslogSink("pam_twofa(enroll)", self.paths.log_socket)
+        sink = log.SyslogSink("pam_twofa(enroll)", self.paths.log_socket,
+                              tag=log.TAG_ENROLL_SERVICE)
         priority = log.INFO if result == "ok" else log.NOTICE
         sink.log(priority, "", user=caller.name, uid=caller.uid, op=op, result=result, **fields)
         sink.close()
@@ -173,9 +179,8 @@ def identify(uid: int, pid: int) -> Caller:
     return Caller(uid=uid, pid=pid, account=account)
 
 
-def dispatch(ctx: Context, uid: int, pid: int, raw: bytes) -> dict[str, Any]:
-    """One request to one response (never raises)."""
-    caller: Caller | None = None
+def dispatch(ctx: Context, caller: Caller, raw: bytes) -> dict[str, Any]:
+    """One request of an identified caller to one response (never raises)."""
     op = "-"
     try:
         try:
@@ -192,17 +197,16 @@ def dispatch(ctx: Context, uid: int, pid: int, raw: bytes) -> dict[str, Any]:
         if extra:
             raise RequestError("bad-request", f"{op}: unexpected argument(s) "
                                               f"{', '.join(sorted(extra))[:200]}")
-        caller = identify(uid, pid)
         result = entry.handler(ctx, caller, request)
         return {"ok": True, **result}
     except TwofaError as exc:
-        if caller is not None:
-            ctx.audit(caller, op, "refused", reason=exc.reason)
+        ctx.audit(caller, op, "refused", reason=exc.reason)
         return {"ok": False, "error": exc.reason, "message": exc.message}
     except Exception as exc:  # a bug: logged, and the service keeps serving
-        sink = log.SyslogSink("pam_twofa(enroll)", ctx.paths.log_socket)
+        sink = log.SyslogSink("pam_twofa(enroll)", ctx.paths.log_socket,
+                              tag=log.TAG_ENROLL_SERVICE)
         sink.log(log.ERR, f"error={log.escape(type(exc).__name__ + ': ' + str(exc))}",
-                 uid=uid, op=op, result="refused", reason="internal-error")
+                 uid=caller.uid, op=op, result="refused", reason="internal-error")
         sink.close()
         return {"ok": False, "error": "internal-error", "message": "internal error (logged)"}
 
@@ -239,7 +243,7 @@ def read_request(conn: socket.socket, clock: Clock, timeout: float = REQUEST_TIM
 
 
 class Server:
-    """Accepts connections; one thread each, one at a time per uid."""
+    """Accepts connections; one thread each, one at a time per known uid."""
 
     def __init__(self, ctx: Context, listener: socket.socket) -> None:
         self.ctx = ctx
@@ -275,22 +279,33 @@ class Server:
         except OSError:
             conn.close()
             return
+        try:
+            caller = identify(uid, pid)  # before a slot: unknown uids hold nothing
+        except TwofaError as exc:
+            self._reply(conn, {"ok": False, "error": exc.reason, "message": exc.message},
+                        wait=False)
+            return
+        except Exception:  # NSS trouble must not stop the accept loop
+            self._reply(conn, {"ok": False, "error": "internal-error",
+                               "message": "cannot look up the caller"}, wait=False)
+            return
         with self._lock:
             self._last_activity = self.ctx.clock.now()
             refusal = None
-            if self._active >= MAX_CONNECTIONS:
-                refusal = "the service is busy; try again"
-            elif uid in self._busy:
+            if uid in self._busy:
                 refusal = "another request of yours is in progress"
+            elif self._active >= MAX_CONNECTIONS:
+                refusal = "the service is busy; try again"
             else:
                 self._busy.add(uid)
                 self._active += 1
         if refusal is not None:
-            self._reply(conn, {"ok": False, "error": "busy", "message": refusal})
+            self._reply(conn, {"ok": False, "error": "busy", "message": refusal}, wait=False)
             return
-        threading.Thread(target=self._handle, args=(conn, uid, pid), daemon=True).start()
+        threading.Thread(target=self._handle, args=(conn, caller), daemon=True).start()
 
-    def _handle(self, conn: socket.socket, uid: int, pid: int) -> None:
+    def _handle(self, conn: socket.socket, caller: Caller) -> None:
+        uid = caller.uid
         try:
             try:
                 raw = read_request(conn, self.ctx.clock)
@@ -299,7 +314,7 @@ class Server:
             except OSError:
                 response = None
             else:
-                response = dispatch(self.ctx, uid, pid, raw)
+                response = dispatch(self.ctx, caller, raw)
         except BaseException:
             self._done(uid)
             conn.close()
@@ -317,9 +332,10 @@ class Server:
             self._last_activity = self.ctx.clock.now()
 
     @staticmethod
-    def _reply(conn: socket.socket, response: dict[str, Any]) -> None:
+    def _reply(conn: socket.socket, response: dict[str, Any], wait: bool = True) -> None:
+        """Send and close; from the accept loop (``wait=False``) never block on a peer."""
         with contextlib.suppress(OSError):
-            conn.settimeout(REQUEST_TIMEOUT)
+            conn.settimeout(REQUEST_TIMEOUT if wait else 0.0)
             conn.sendall(json.dumps(response, sort_keys=True).encode() + b"\n")
         conn.close()
 
@@ -365,7 +381,9 @@ def call(path: str, op: str, timeout: float = 30.0, **args: Any) -> dict[str, An
     try:
         sock.settimeout(timeout)
         sock.connect(path)
-        sock.sendall(json.dumps(request).encode() + b"\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            # refused at accept (busy, unknown uid): the answer is already queued for us
+            sock.sendall(json.dumps(request).encode() + b"\n")
         buf = bytearray()
         while b"\n" not in buf and len(buf) <= MAX_RESPONSE:
             chunk = sock.recv(65536)

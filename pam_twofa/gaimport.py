@@ -12,6 +12,14 @@ The format, as the ``google-authenticator`` command writes it::
 Only TOTP files import (pam-twofa has no HOTP); ``STEP_SIZE`` carries over as
 the period (digits 6, SHA1, as that module always uses). The parse is strict:
 anything unexpected is an error naming the line, and nothing is written.
+``WINDOW_SIZE``, ``RATE_LIMIT`` and ``DISALLOW_REUSE`` do not carry over (the
+policy's window and lockout apply, and a code is never accepted twice);
+``notes`` says so to the admin.
+
+The file lives in the user's home and root reads it: it is opened without
+following symlinks, must be a regular file owned by the user being imported
+and not writable by others (``pathsafety.read_owned``), so a symlink to
+/etc/shadow, a FIFO or another user's file is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +27,10 @@ from __future__ import annotations
 from pam_twofa import enrollment
 from pam_twofa.errors import UsageError
 from pam_twofa.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pam_twofa.policy import Policy
 
 MAX_FILE_BYTES = 64 * 1024
 # Options google-authenticator-libpam writes or reads; their values do not carry over
@@ -33,6 +45,8 @@ class GaFile(Record):
     period: int
     scratch_codes: tuple[str, ...]
     options: tuple[str, ...]  # option names seen, for the report
+    window_size: int | None = None  # codes accepted around now (3: one step either side)
+    rate_limit: tuple[int, int] | None = None  # (attempts, seconds)
 
 
 def parse(text: str, name: str = "file") -> GaFile:
@@ -48,6 +62,8 @@ def parse(text: str, name: str = "file") -> GaFile:
         raise UsageError(f"{name}:1: {exc.message}") from None
     options: list[str] = []
     period = 30
+    window: int | None = None
+    rate: tuple[int, int] | None = None
     totp_auth = False
     codes: list[str] = []
     for number, line in enumerate(lines[1:], start=2):
@@ -69,6 +85,14 @@ def parse(text: str, name: str = "file") -> GaFile:
                 if len(words) != 2 or not words[1].isdigit() or not 1 <= int(words[1]) <= 3600:
                     raise UsageError(f"{where}: STEP_SIZE needs a number of seconds (1-3600)")
                 period = int(words[1])
+            elif option == "WINDOW_SIZE":
+                if len(words) != 2 or not words[1].isdigit() or not 1 <= int(words[1]) <= 100:
+                    raise UsageError(f"{where}: WINDOW_SIZE needs a number of codes (1-100)")
+                window = int(words[1])
+            elif option == "RATE_LIMIT":  # "n secs" then the attempt timestamps
+                if len(words) < 3 or not all(w.isdigit() for w in words[1:]):
+                    raise UsageError(f"{where}: RATE_LIMIT needs attempts and seconds")
+                rate = (int(words[1]), int(words[2]))
             continue
         code = line.strip()
         if len(code) != SCRATCH_DIGITS or not all("0" <= c <= "9" for c in code):
@@ -79,20 +103,43 @@ def parse(text: str, name: str = "file") -> GaFile:
     if not totp_auth:
         raise UsageError(f"{name}: no '\" TOTP_AUTH' line: not a time-based secret file")
     return GaFile(secret=secret, period=period, scratch_codes=tuple(codes),
-                  options=tuple(options))
+                  options=tuple(options), window_size=window, rate_limit=rate)
 
 
-def read(path: str) -> GaFile:
-    """Read and parse ``path`` (at most 64 KiB, UTF-8)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise UsageError(f"{path}: over {MAX_FILE_BYTES} bytes: not a secret file")
+def read(path: str, owner: int) -> GaFile:
+    """Read and parse ``path``: a regular file of uid ``owner`` (at most 64 KiB, ASCII)."""
+    from pam_twofa import pathsafety
+
+    data = pathsafety.read_owned(path, owner, MAX_FILE_BYTES, "google-authenticator file")
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not a text file") from None
     return parse(text.replace("\r\n", "\n"), path)
+
+
+def notes(parsed: GaFile, policy: Policy) -> tuple[list[str], list[str]]:
+    """(what did not carry over and why, warnings) for the admin, one line each."""
+    totp, lock = policy.totp, policy.lockout
+    info: list[str] = []
+    warnings: list[str] = []
+    if parsed.window_size is not None:
+        info.append(f"WINDOW_SIZE {parsed.window_size}: not carried over; the policy's "
+                    f"totp.window ({totp.window} step(s) either side) applies.")
+        old_reach = (parsed.window_size - 1) // 2
+        if old_reach > totp.window:
+            warnings.append(
+                f"the old file accepted codes up to {old_reach} step(s) either side of now, "
+                f"the policy only {totp.window}: a phone whose clock is that far off will "
+                "be refused (fix its clock, or raise totp.window in the policy).")
+    if parsed.rate_limit is not None:
+        attempts, seconds = parsed.rate_limit
+        info.append(f"RATE_LIMIT {attempts} {seconds}: not carried over; the policy's lockout "
+                    f"applies ({lock.max_failures} wrong codes within "
+                    f"{lock.interval_seconds} s lock the second factor).")
+    if "DISALLOW_REUSE" in parsed.options:
+        info.append("DISALLOW_REUSE: not needed; pam-twofa never accepts a code twice.")
+    else:
+        info.append("no DISALLOW_REUSE: the old file let a code be used twice; "
+                    "pam-twofa never accepts a code twice.")
+    return info, warnings

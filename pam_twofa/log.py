@@ -24,6 +24,16 @@ import time
 AUTHPRIV = 10 << 3
 ERR, WARNING, NOTICE, INFO, DEBUG = 3, 4, 5, 6, 7
 
+# Syslog tags of our own programs. The kernel keeps 15 characters of a process name
+# (so "twofa-enroll-service" was logged as "twofa-enroll-se") and RFC 3164 readers
+# expect short tags: ours are fixed names of at most MAX_TAG characters. The PAM
+# module logs under its host program's name (sshd, sudo), as C modules do.
+MAX_TAG = 15
+TAG_ADMIN = "twofa-admin"  # twofa-admin's audit lines
+TAG_ENROLL_SERVICE = "twofa-enrolld"  # twofa-enroll-service (also its unit's identifier)
+TAG_CLOCKCHECK = "twofa-clock"  # twofa-clockcheck's unit (SyslogIdentifier=)
+TAGS = (TAG_ADMIN, TAG_ENROLL_SERVICE, TAG_CLOCKCHECK)
+
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@+:/[]")
 
 
@@ -61,12 +71,14 @@ class SyslogSink:
     lost log line is better than a hung or failed login.
     """
 
-    def __init__(self, prefix: str, socket_path: str = "/dev/log", debug: bool = False) -> None:
+    def __init__(self, prefix: str, socket_path: str = "/dev/log", debug: bool = False,
+                 tag: str | None = None) -> None:
+        """``tag``: one of ``TAGS`` for our programs; None: the host program's name."""
         self.prefix = prefix
         self.socket_path = socket_path
         self.debug_enabled = debug
         self._sock: _socket.socket | None = None
-        self._tag = f"{_ident()}[{os.getpid()}]"
+        self._tag = f"{tag or _ident()}[{os.getpid()}]"
 
     def _send(self, data: bytes) -> None:
         if self._sock is None:

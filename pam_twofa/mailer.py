@@ -141,10 +141,23 @@ def send(server: Server, to: str, subject: str, body: str) -> None:
     smtpclient.Session(server, deadline).deliver(msg)
 
 
+def _check_parents(path: str, what: str) -> None:
+    """Every directory above ``path`` is ours or root's and writable by nobody else
+    (a sticky root-owned one excepted): else another user could swap the file."""
+    from pam_twofa import pathsafety
+
+    def error(message: str) -> MailError:
+        return MailError("auth", message)
+
+    pathsafety.check_parents(path, os.geteuid(), what, error)
+
+
 def read_secret_file(path: str) -> str:
-    """The first line of a root-only file (owner = our euid, no group/other bits)."""
+    """The first line of a root-only file (owner = our euid, no group/other bits) in
+    directories nobody else can change."""
     import stat
 
+    _check_parents(path, "password_file")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
@@ -185,6 +198,8 @@ def run_token_command(command: str, timeout: float) -> str:
     except OSError as exc:
         raise MailError("auth", f"token_command {argv[0]}: {exc.strerror}") from None
     _check_root_only(st, "token_command", argv[0])
+    _check_parents(argv[0], "token_command")
+    _check_parents(os.path.realpath(argv[0]), "token_command")  # where a link leads
     if timeout <= 0:
         raise MailError("timeout", "no time left to run token_command")
     try:

@@ -76,19 +76,29 @@ def png_bytes(data: str, box_size: int = 8) -> bytes:
     return out.getvalue()
 
 
-def write_png(path: str, data: str) -> None:
-    """Write the PNG to ``path`` with mode 0600: it holds the secret.
+def open_png(path: str) -> int:
+    """A write fd for a new file at ``path`` to hold the QR code (mode 0600: it holds the
+    secret). Open it before changing any state, so a refused path changes nothing.
 
-    A symlink at ``path`` is refused (O_NOFOLLOW), so root cannot be steered
-    into overwriting another file.
+    Only a new file is written (``pathsafety.create_new``): a file someone created
+    first stays theirs and unused, a symlink (also a symlinked parent) is refused and
+    a FIFO never blocks. Raises ``UsageError``.
     """
-    image = png_bytes(data)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
+    from pam_twofa import pathsafety
+
+    return pathsafety.create_new(path, 0o600, "QR code file")
+
+
+def write_png_fd(fd: int, data: str) -> None:
+    """Write the PNG of ``data`` to ``fd`` (from ``open_png``) and close it."""
     try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(image)
+        view = memoryview(png_bytes(data))
         while view:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
+
+
+def write_png(path: str, data: str) -> None:
+    """``open_png`` then ``write_png_fd``."""
+    write_png_fd(open_png(path), data)

@@ -5,6 +5,7 @@ google-authenticator files, through pamtester (a C host) and the real
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -132,10 +133,14 @@ def test_import_google_authenticator_file(pam_env: PamEnv, tmp_path: Path) -> No
     lines = text.splitlines()
     secret, scratch = lines[0], [ln for ln in lines if ln.isdigit()]
     assert '" TOTP_AUTH' in lines and len(scratch) == 5
+    os.chown(ga, pam_env.users["carol"].uid, pam_env.users["carol"].uid)  # carol's file
     done = pam_env.admin("import-google-authenticator", "carol", str(ga), "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"user": "carol", "period": 30, "digits": 6,
-                                       "algorithm": "SHA1", "recovery_codes": 5}
+    summary = json.loads(done.stdout)
+    assert {k: summary[k] for k in ("user", "period", "digits", "algorithm",
+                                    "recovery_codes", "old_file")} == {
+        "user": "carol", "period": 30, "digits": 6, "algorithm": "SHA1", "recovery_codes": 5,
+        "old_file": str(ga)}
     blob = (pam_env.state_dir / "users" / "carol.json").read_text()
     assert secret in blob and not any(code in blob for code in scratch)
     # its TOTP code logs in
@@ -174,6 +179,7 @@ def test_import_refuses_hotp_and_malformed_files(pam_env: PamEnv, tmp_path: Path
     for name, content in bad_files.items():
         path = tmp_path / name
         path.write_text(content)
+        os.chown(path, pam_env.users["dave"].uid, 0)
         done = pam_env.admin("import-google-authenticator", "dave", str(path))
         assert done.returncode == 2, (name, done.stdout, done.stderr)
         assert expected[name] in done.stderr, (name, done.stderr)

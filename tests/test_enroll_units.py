@@ -179,4 +179,4 @@ def test_if_needed_enrolls_only_users_who_must(pam_env: PamEnv) -> None:
     assert proc.finish() == (0, "")
     proc = interactive_client(pam_env, service, ["status"], pam_env.users["alice"].uid)
     rc, out = proc.finish()
-    assert rc == 1 and "cannot reach the enrollment service" in out
+    assert rc == 1 and "the enrollment service is not running" in out

@@ -11,6 +11,7 @@ import png
 import pytest
 
 from pam_twofa import qr
+from pam_twofa.errors import UsageError
 from tests.harness.pamenv import REPO_ROOT
 
 URI = ("otpauth://totp/Example%20Corp:alice%40host?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
@@ -108,7 +109,7 @@ def test_symlink_is_not_followed(tmp_path: Path) -> None:
     target.write_text("keep")
     link = tmp_path / "link.png"
     link.symlink_to(target)
-    with pytest.raises(OSError):
+    with pytest.raises(UsageError, match="exists already"):
         qr.write_png(str(link), URI)
     assert target.read_text() == "keep"
 

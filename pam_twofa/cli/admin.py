@@ -46,7 +46,8 @@ class Admin:
         """One authpriv line per change, like the module's."""
         import os
 
-        sink = log.SyslogSink(f"twofa-admin({action})", self.paths.log_socket)
+        sink = log.SyslogSink(f"twofa-admin({action})", self.paths.log_socket,
+                              tag=log.TAG_ADMIN)
         sink.log(log.NOTICE, "", user=user, by_uid=os.getuid(), **fields)
         sink.close()
 
@@ -98,17 +99,31 @@ def enroll(admin: Admin, user: str, secret: str | None, as_json: bool, png: str 
     """Enroll USER (admin provisioning): print the QR code, secret and otpauth URI."""
 
     def body() -> None:
-        result = enroll_user(admin, user, secret)
+        from pam_twofa.cli.show import show_secret, write_png
+
+        png_fd = None
+        if png:  # opened first: a refused path changes nothing
+            from pam_twofa import qr
+
+            png_fd = qr.open_png(png)
+        try:
+            result = enroll_user(admin, user, secret)
+        except BaseException:
+            if png_fd is not None and png:
+                import contextlib
+                import os
+
+                os.close(png_fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(png)  # the empty file we made
+            raise
         if as_json:
             if png:
-                from pam_twofa import qr
-
-                qr.write_png(png, result["uri"])
+                write_png(png, result["uri"], png_fd)
             print_json(result)
             return
-        from pam_twofa.cli.show import show_secret
-
-        show_secret(result["user"], result["secret"], result["uri"], qr_mode=qr_mode, png=png)
+        show_secret(result["user"], result["secret"], result["uri"], qr_mode=qr_mode, png=png,
+                    png_fd=png_fd)
 
     run(PROG, body)
 

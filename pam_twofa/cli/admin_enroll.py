@@ -14,6 +14,10 @@ from pam_twofa.cli.common import print_json, run
 from pam_twofa.errors import NotEnrolled, UsageError
 from pam_twofa.store import validate_user_name
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 @cli.command("recovery-codes")
 @click.argument("user")
@@ -68,16 +72,30 @@ def import_google_authenticator(admin: Admin, user: str, file: str, force: bool,
             return
         click.echo(f"{user}: imported the TOTP secret of {file} (period {summary['period']} s) "
                    f"and {summary['recovery_codes']} scratch code(s) as recovery codes.")
+        for line in summary["not_carried_over"]:
+            click.echo(f"  {line}")
+        for line in summary["warnings"]:
+            click.echo(f"{PROG}: warning: {line}", err=True)
+        click.echo(f"The old file still holds the secret and scratch codes in plain text; "
+                   f"remove it: rm {file}")
 
     run(PROG, body)
 
 
-def import_file(admin: Admin, user: str, path: str, force: bool) -> dict[str, object]:
+def import_file(admin: Admin, user: str, path: str, force: bool) -> dict[str, Any]:
+    import pwd
+
     from pam_twofa import gaimport
 
     validate_user_name(user)
-    parsed = gaimport.read(path)  # everything is checked before anything is written
+    try:
+        owner = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise UsageError(f"{user} has no passwd entry: cannot check that {path} is "
+                         "theirs") from None
+    parsed = gaimport.read(path, owner)  # everything is checked before anything is written
     policy = admin.policy
+    info, warnings = gaimport.notes(parsed, policy)
     with admin.store.update(user) as st:
         if st.enrolled and not force:
             raise UsageError(f"{user} is enrolled already; --force replaces the enrollment")
@@ -86,4 +104,5 @@ def import_file(admin: Admin, user: str, path: str, force: bool) -> dict[str, ob
         recovery.replace(st, list(parsed.scratch_codes))
     admin.audit("import-google-authenticator", user, recovery_codes=len(parsed.scratch_codes))
     return {"user": user, "period": parsed.period, "digits": 6, "algorithm": "SHA1",
-            "recovery_codes": len(parsed.scratch_codes)}
+            "recovery_codes": len(parsed.scratch_codes), "not_carried_over": info,
+            "warnings": warnings, "old_file": path}

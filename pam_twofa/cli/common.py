@@ -55,6 +55,9 @@ def run(prog: str, func: Callable[[], Any]) -> None:
     except OSError as exc:
         click.echo(f"{prog}: error: {exc}", err=True)
         sys.exit(exit_code(exc))
+    except (click.Abort, EOFError):  # Ctrl-D (or Ctrl-C) at a prompt, as click tools say it
+        click.echo("Aborted.", err=True)
+        sys.exit(ExitCode.FAILED)
     except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
         raise
     except Exception as exc:  # a bug: one line and a distinct code, not a traceback

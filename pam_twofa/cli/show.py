@@ -29,18 +29,24 @@ def show_qr(uri: str, mode: str = "auto") -> None:
 
 
 def show_secret(user: str, secret: str, uri: str, *, qr_mode: str = "none",
-                png: str | None = None) -> None:
+                png: str | None = None, png_fd: int | None = None) -> None:
     """QR code (``qr_mode``, see ``show_qr``), account, grouped secret and URI;
-    ``png``: also write the QR code there (mode 0600)."""
+    ``png``: also write the QR code there (a new file, mode 0600), through ``png_fd``
+    when the caller opened it already (``qr.open_png``, before changing state)."""
     show_qr(uri, qr_mode)
     click.echo(f"Account: {user}")
     click.echo(f"Secret:  {grouped(secret)}")
     click.echo(f"URI:     {uri}")
     if png:
-        from pam_twofa import qr
-
-        try:
-            qr.write_png(png, uri)
-        except OSError as exc:
-            raise UsageError(f"cannot write {png}: {exc.strerror or exc}") from None
+        write_png(png, uri, png_fd)
         click.echo(f"QR code written to {png}")
+
+
+def write_png(path: str, uri: str, fd: int | None = None) -> None:
+    """The QR code into ``fd`` (or a new file at ``path``); errors as ``UsageError``."""
+    from pam_twofa import qr
+
+    try:
+        qr.write_png_fd(qr.open_png(path) if fd is None else fd, uri)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
