@@ -101,7 +101,8 @@ def test_the_check_sees_a_gap() -> None:
     assert missing("g", group, "*sub* _X_ *--flag*/*--no-flag*") == []
 
 
-# Where the package puts what (debian/rules and debian/*.install, *.links): an
+# Where the package puts what (debian/rules and debian/*.install, *.links; examples are
+# read from debian/libpam-twofa.examples): an
 # installed path in a FILES section must come from one of these sources.
 INSTALLED_FROM = {
     "/etc/pam-twofa/": "etc/pam-twofa/",
@@ -128,12 +129,17 @@ def test_files_sections_list_only_what_the_package_installs() -> None:
     links = [line.split()[1] for line in
              (REPO / "debian" / "libpam-twofa.links").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
+    examples = {
+        "/usr/share/doc/libpam-twofa/examples/" + os.path.basename(src.rstrip("/")): src
+        for src in (REPO / "debian" / "libpam-twofa.examples").read_text().split()
+    }
+    installed_from = {**INSTALLED_FROM, **examples}
     report = []
     for page in sorted(MAN.glob("*.scd")):
         for path in files_section(page.read_text()):
             if path.startswith(RUNTIME) or path.lstrip("/") in links:
                 continue
-            source = next((src + path[len(dst):] for dst, src in INSTALLED_FROM.items()
+            source = next((src + path[len(dst):] for dst, src in installed_from.items()
                            if path.startswith(dst)), None)
             if source is None or not (REPO / source).exists():
                 report.append(f"{page.name}: FILES lists {path}, which the package does "
