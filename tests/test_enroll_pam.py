@@ -203,3 +203,28 @@ def test_admin_recovery_codes_and_enroll_png(pam_env: PamEnv, tmp_path: Path) ->
     assert len(codes) == 10 and all(len(c) == 10 and c.isdigit() for c in codes)
     res = pam_env.pamtester("svc", "erin", ["secret", codes[0]])
     assert res.rc == 0, res
+
+
+def test_inline_each_login_gets_its_own_secret(inline_env: PamEnv) -> None:
+    """Issue 11 finding 4: a login that read the pending secret and hung up made the next
+    login (the victim's) show and enroll that same secret. Each login now has its own."""
+    wait_mid_step()
+    first = interactive_pamtester(inline_env, "svc", "alice")
+    first.expect("assword")
+    first.send("secret")
+    stolen = shown_secret(first.expect(PROMPT))
+    first.kill()  # the attacker hangs up
+    second = interactive_pamtester(inline_env, "svc", "alice")
+    second.expect("assword")
+    second.send("secret")
+    shown = shown_secret(second.expect(PROMPT))
+    assert shown != stolen
+    second.send(oathtool(stolen))  # the abandoned login's secret cannot enroll
+    rc, out = second.finish()
+    assert rc != 0, out
+    assert state_file(inline_env, "alice")["enrolled"] is False
+    assert stolen not in json.dumps(state_file(inline_env, "alice"))
+    secret, _out, _codes = inline_enroll(inline_env)
+    assert secret not in (stolen, shown)
+    late = inline_env.pamtester("svc", "alice", ["secret", oathtool(stolen)])
+    assert late.rc != 0  # nor log in
