@@ -104,7 +104,7 @@ def confirm(user: str, code: str, policy: Policy, store: Store, clock: Clock) ->
             problem = "no security email is waiting for verification"
         elif st.enrolled and pending.get("proven") is not True:
             st.email_pending = None
-            problem = ("the address was named before two-factor authentication was on; "
+            problem = ("the address was named without a code from your app; "
                        "name it again")
         elif emergency.matches(pending, code, now):
             old, new = st.email, str(pending["address"])

@@ -193,3 +193,19 @@ def test_policy_refuses_unusable_smtp_settings() -> None:
     assert problems({"security": "tls"})[0].startswith("smtp.security must be one of")
     assert problems({"provider": "gmail", "username": "a@gmail.com",
                      "password_file": "/etc/pam-twofa/smtp-password"}) == []
+
+
+def test_an_unproven_address_cannot_be_confirmed_once_enrolled(store: FileStore) -> None:
+    """An address named while 2FA was off (or by an older version, without a code) is not
+    confirmed for an enrolled user: naming it was never proven with the second factor."""
+    from pam_twofa import totp
+
+    with store.update("alice") as st:
+        st.enrolled, st.secret = True, totp.random_secret()
+        st.email = "old@example.com"
+        st.email_pending = emergency.seal("11112222", NOW, 600, address="x@example.com")
+    with pytest.raises(secemail.VerifyFailed, match="without a code"):
+        secemail.confirm("alice", "11112222", pol(), store, store.clock)
+    state = store.load("alice")
+    assert state is not None and state.email == "old@example.com"
+    assert state.email_pending is None and state.email_changed_at is None
