@@ -64,6 +64,10 @@ def status(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]
     from pam_twofa import secemail
 
     info.update(secemail.masked(state, now))  # security email, masked
+    from pam_twofa import emergency
+
+    info["emergency_held_until"] = (None if state is None
+                                    else emergency.held_until(policy, state, now))
     return info
 
 

@@ -209,3 +209,15 @@ def test_an_unproven_address_cannot_be_confirmed_once_enrolled(store: FileStore)
     state = store.load("alice")
     assert state is not None and state.email == "old@example.com"
     assert state.email_pending is None and state.email_changed_at is None
+
+
+def test_state_from_before_the_new_fields_reads_with_defaults() -> None:
+    """verify_sends and email_changed_at came without a schema bump: a file without them
+    reads as no verification mails and no change of address (no hold)."""
+    from pam_twofa.state import UserState
+
+    old = {"version": 1, "user": "alice", "enrolled": False, "email": "a@example.com",
+           "sends": [NOW]}
+    st = UserState.from_plain("alice", old)
+    assert st.verify_sends == [] and st.email_changed_at is None and st.sends == [NOW]
+    assert emergency.held_until(pol(), st, NOW) is None

@@ -202,6 +202,8 @@ def test_replacing_the_address_needs_the_second_factor(world: PamEnv, srv: MailS
         state = store(world).load("alice")
         assert state is not None and state.email == "new@example.org"
         assert state.email_changed_at is not None
+        shown = client(world, service, ["status"], ALICE)
+        assert "Emergency codes paused:" in shown.stdout and "until " in shown.stdout, shown
     # the login does not offer emergency codes for 24 hours, and says so at the prompt
     res = world.pamtester("svc", "alice", ["secret", "email"])
     assert res.rc != 0
@@ -217,3 +219,14 @@ def test_email_verify_code_on_argv_warns(world: PamEnv, srv: MailServer) -> None
         done = client(world, service, ["email-verify", "12345678"], ALICE)
         assert done.returncode != 0
         assert "visible to other users" in done.stderr, done.stderr
+
+
+def test_a_user_without_2fa_names_an_address_without_a_code(world: PamEnv,
+                                                            srv: MailServer) -> None:
+    carol = world.add_user("carol")
+    world.allow_uid(carol.uid)
+    with running_service(world) as service:
+        done = client(world, service, ["email", "carol@localhost", "--no-wait"], carol.uid)
+        assert done.returncode == 0, done.stderr
+        assert "Current code" not in done.stdout + done.stderr  # nothing to prove with
+        assert srv.wait(1)[0].rcpt_tos == ["carol@localhost"]  # a dotless domain is fine

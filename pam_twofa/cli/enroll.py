@@ -157,6 +157,8 @@ def status(client: Client, as_json: bool) -> None:
             rows.append(("Security email", info.get("email") or "none"))
         if info.get("email_pending"):
             rows.append(("Waiting for verification", info["email_pending"]))
+        if info.get("emergency_held_until"):  # the address changed lately
+            rows.append(("Emergency codes paused", f"until {when(info['emergency_held_until'])}"))
         for label, value in rows:
             click.echo(f"{label + ':':<24} {value}")
 
