@@ -96,7 +96,7 @@ def authenticate(request: Request, policy: Policy, store: Store, clock: Clock) -
     if state.email and policy.emergency.enabled:  # offer an emergency code by mail
         from pam_twofa import emergency
 
-        offer = emergency.offered(policy, state)
+        offer = emergency.offer(request, policy, state, clock.now())  # says if held
     answer = _ask_code(request, emergency.CODE_PROMPT if offer else CODE_PROMPT)
     if answer is None:
         return Decision(outcome=Outcome.REFUSE, reason="no-answer")

@@ -46,11 +46,44 @@ class SendLimit(TwofaError):
     exit_name = "FAILED"
 
 
-def offered(policy: Policy, state: UserState) -> bool:
-    """Whether the code prompt offers an emergency code to this user."""
+def offered(policy: Policy, state: UserState, now: float | None = None) -> bool:
+    """Whether the code prompt offers an emergency code to this user (``now``: also
+    check the hold after a change of address)."""
     from pam_twofa import mailer
 
+    if now is not None and held_until(policy, state, now) is not None:
+        return False
     return bool(policy.emergency.enabled and state.email and mailer.configured(policy.smtp))
+
+
+def held_until(policy: Policy, state: UserState, now: float) -> float | None:
+    """When emergency codes come back after the user changed the address, or None.
+
+    Whoever runs code as the user and knows one TOTP code could otherwise name their
+    own address and keep a way in; the hold gives the owner (told at the old address)
+    ``after_email_change_hours`` to notice.
+    """
+    changed = state.email_changed_at
+    if changed is None:
+        return None
+    until = changed + policy.emergency.after_email_change_hours * HOUR
+    return until if now < until else None
+
+
+def held_message(until: float) -> str:
+    return (f"Emergency codes by mail are paused until {format_time(until)}: your security "
+            "email was changed.")
+
+
+def offer(request: Request, policy: Policy, state: UserState, now: float) -> bool:
+    """``offered``, telling the user at the prompt when a change of address holds it."""
+    if not offered(policy, state):
+        return False
+    until = held_until(policy, state, now)
+    if until is not None:
+        request.conversation.info(held_message(until))
+        return False
+    return True
 
 
 def new_code(digits: int) -> str:
@@ -99,13 +132,20 @@ def matches(sealed: dict[str, Any] | None, answer: str, now: float) -> bool:
     return hmac.compare_digest(_digest(code, salt, rounds), want)
 
 
-def reserve_send(state: UserState, policy: Policy, now: float) -> None:
-    """Count one mail against the hourly limit, or raise ``SendLimit``."""
-    recent = [t for t in state.sends if now - t < HOUR and t <= now + 60]
+def reserve_send(state: UserState, policy: Policy, now: float, kind: str = "emergency",
+                 ) -> None:
+    """Count one mail against the hourly limit of its ``kind`` (``emergency`` in
+    ``state.sends``, ``verify`` in ``state.verify_sends``), or raise ``SendLimit``.
+
+    Separate budgets: naming a new address must not use up the emergency codes a
+    user may need within the same hour, nor the other way round.
+    """
+    field = "verify_sends" if kind == "verify" else "sends"
+    recent = [t for t in getattr(state, field) if now - t < HOUR and t <= now + 60]
     if len(recent) >= policy.emergency.max_sends_per_hour:
-        state.sends = recent
+        setattr(state, field, recent)
         raise SendLimit(MSG_LIMIT)
-    state.sends = [*recent, now]
+    setattr(state, field, [*recent, now])
 
 
 def client_of(request: Request) -> str | None:
@@ -123,7 +163,7 @@ def login(request: Request, user: str, policy: Policy, store: Store, clock: Cloc
     code = new_code(policy.emergency.code_digits)
     with store.update(user) as st:
         now = clock.now()
-        refused = _refusal(st, now)
+        refused = _refusal(st, now) or _held(st, policy, now)
         if refused is not None:
             conv.error(refused[1])
             return Decision(outcome=Outcome.REFUSE, reason=refused[0])
@@ -159,6 +199,11 @@ def _refusal(st: UserState, now: float) -> tuple[str, str] | None:
     if not st.email:
         return "no-email", "No verified security email is set for your account."
     return None
+
+
+def _held(st: UserState, policy: Policy, now: float) -> tuple[str, str] | None:
+    until = held_until(policy, st, now)
+    return None if until is None else ("email-changed", held_message(until))
 
 
 def check(request: Request, user: str, answer: str, policy: Policy, store: Store,

@@ -60,9 +60,20 @@ def uri(user: str, secret: str, policy: Policy, *, digits: int | None = None,
 
 def activate(state: UserState, secret: str, policy: Policy, now: float, *,
              digits: int | None = None, period: int | None = None,
-             algorithm: str | None = None) -> None:
+             algorithm: str | None = None) -> dict[str, Any]:
     """Make ``secret`` the user's active TOTP secret, with the policy's parameters
-    unless others are given (an imported google-authenticator secret keeps its own)."""
+    unless others are given (an imported google-authenticator secret keeps its own).
+
+    Every path that (re-)enrolls comes here (admin, ``twofa-enroll``, inline, GA
+    import), so one rule holds for all: what the old secret vouched for goes with
+    it (trusted devices, a pending emergency code, an address waiting for
+    verification); the verified security email stays. Returns what ``revoked``
+    tells the person enrolling.
+    """
+    summary = to_revoke(state)
+    state.devices = []
+    state.emergency = None
+    state.email_pending = None
     state.enrolled = True
     state.secret = secret
     state.digits = digits or policy.totp.digits
@@ -72,6 +83,35 @@ def activate(state: UserState, secret: str, policy: Policy, now: float, *,
     state.last_step = -1
     state.pending = None
     lockout.unlock(state)
+    return summary
+
+
+def to_revoke(state: UserState) -> dict[str, Any]:
+    """What ``activate`` would revoke (and keep) of ``state`` now."""
+    return {"devices_revoked": len(state.devices),
+            "emergency_code_revoked": state.emergency is not None,
+            "email_pending_dropped": state.email_pending is not None,
+            "email_kept": state.email}
+
+
+def revoked(summary: dict[str, Any]) -> list[str]:
+    """Sentences for the person enrolling: what re-enrollment revoked and kept."""
+    from pam_twofa import mailer
+
+    lines = []
+    n = int(summary.get("devices_revoked") or 0)
+    if n:
+        lines.append(f"{n} trusted device{'s' if n != 1 else ''} revoked: "
+                     "the next login from each asks for a code.")
+    if summary.get("emergency_code_revoked"):
+        lines.append("A pending emergency code was revoked.")
+    if summary.get("email_pending_dropped"):
+        lines.append("An address waiting for verification was dropped.")
+    email = summary.get("email_kept")
+    if email:
+        lines.append(f"The security email {mailer.mask(str(email))} was kept; change it "
+                     "with 'twofa-enroll email'.")
+    return lines
 
 
 def status(state: UserState | None, now: float) -> dict[str, Any]:
@@ -153,6 +193,15 @@ def confirm_pending(state: UserState, answer: str, policy: Policy, now: float) -
     secret = pending_secret(state, now)
     if secret is None:
         return "no-pending"
+    return confirm_secret(state, secret, answer, policy, now)
+
+
+def confirm_secret(state: UserState, secret: str, answer: str, policy: Policy,
+                   now: float) -> str:
+    """Activate ``secret`` (shown to the user, kept by the caller) if ``answer`` is
+    its current code: ``ok``, or ``locked``, ``bad-code``; counted like ``confirm_pending``."""
+    if lockout.locked_until(state, now) is not None:
+        return "locked"
     tp = policy.totp
     code = totp.normalize_code(answer, tp.digits)
     step = None if code is None else totp.match_step(

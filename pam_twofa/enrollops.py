@@ -12,6 +12,10 @@ The only secret ever returned is the caller's own new pending one, once, by
   code; returns ten new recovery codes.
 - ``recovery-codes`` code: ten new recovery codes (the old ones stop working).
 - ``disable`` code: turn 2FA off, only where the policy does not require it.
+
+``recovery-codes`` and ``disable`` refuse what they would refuse anyway (not
+enrolled, required by the policy) before looking at the code; without a code
+they answer ``code-needed``, so a client asks for one only when it can help.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pam_twofa.errors import CodeRefused, NotAllowed, NotEnrolled
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from pam_twofa.policy import Policy
@@ -59,6 +64,10 @@ def status(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]
     from pam_twofa import secemail
 
     info.update(secemail.masked(state, now))  # security email, masked
+    from pam_twofa import emergency
+
+    info["emergency_held_until"] = (None if state is None
+                                    else emergency.held_until(policy, state, now))
     return info
 
 
@@ -97,22 +106,37 @@ def confirm(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any
     code = _code(args)
     policy = ctx.policy
     with ctx.store.update(caller.name) as st:
+        summary = enrollment.to_revoke(st)  # a re-enrollment revokes these (activate)
         result = enrollment.confirm_pending(st, code, policy, ctx.clock.now())
         if result == "ok":
             codes = recovery.replace(st)
     if result != "ok":
         raise _refused(result)
-    ctx.audit(caller, "confirm", "ok")
-    return {"enrolled": True, "recovery_codes": codes}
+    ctx.audit(caller, "confirm", "ok", devices_revoked=summary["devices_revoked"])
+    return {"enrolled": True, "recovery_codes": codes,
+            "revoked": enrollment.revoked(summary)}
 
 
-def _with_code(ctx: Context, caller: Caller, args: dict[str, Any]) -> tuple[Policy, str]:
-    """The policy and the code, for operations that need an enrolled caller."""
-    code = _code(args)
+def _with_code(ctx: Context, caller: Caller, args: dict[str, Any],
+               allowed: Callable[[Policy], None] | None = None) -> tuple[Policy, str]:
+    """The policy and the code, for operations that need an enrolled caller.
+
+    Every refusal already known comes first (not enrolled, ``allowed`` raising),
+    so no code is asked for, or used up, by a request that would be refused
+    anyway; a request without a code then gets ``code-needed`` (what clients use
+    to ask "may I?" before prompting).
+    """
+    code = arg(args, "code", required=False, max_len=CODE_LEN)
     state = ctx.store.load(caller.name)
     if state is None or not state.enrolled:
         raise NotEnrolled("two-factor authentication is not on for your account")
-    return ctx.policy, code
+    policy = ctx.policy
+    if allowed is not None:
+        allowed(policy)
+    if code is None:
+        raise CodeRefused("give a current code from your app or a recovery code",
+                          "code-needed")
+    return policy, code
 
 
 @operation("recovery-codes", args=("code",))
@@ -130,9 +154,11 @@ def recovery_codes(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[s
 
 @operation("disable", args=("code",))
 def disable(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
-    policy, code = _with_code(ctx, caller, args)
-    if _required(policy, caller):
-        raise NotAllowed("the policy requires two-factor authentication for your account")
+    def allowed(policy: Policy) -> None:
+        if _required(policy, caller):
+            raise NotAllowed("the policy requires two-factor authentication for your account")
+
+    policy, code = _with_code(ctx, caller, args, allowed)
     with ctx.store.update(caller.name) as st:
         result = enrollment.check_code(st, code, policy, ctx.clock.now())
         if result in ("ok", "recovery"):

@@ -3,8 +3,9 @@
 An in-scope user who is not enrolled is shown a QR code, the account and the
 secret key (PAM_TEXT_INFO), then asked for the code from the app. A right code
 activates the secret and lets this login through; anything else refuses it.
-The secret waits in ``state.pending`` until it expires, so a user who got the
-code wrong (or started with ``twofa-enroll``) sees the same secret next time.
+Each login makes its own secret and keeps it in memory only: it reaches the
+state only when the code from it is right, so a secret shown to an abandoned
+login (or to someone else who has the password) can never enroll or log in.
 
 Loaded only from that branch of ``core._not_enrolled``: ``qrcode`` (Debian's
 python3-qrcode under pam_python) and ``hashlib`` stay off enrolled users' logins.
@@ -21,44 +22,54 @@ if TYPE_CHECKING:
     from pam_twofa.clock import Clock
     from pam_twofa.core import Request
     from pam_twofa.policy import Policy
+    from pam_twofa.state import UserState
     from pam_twofa.store import Store
 
 PROMPT = "Enter the code from your app to finish enrollment: "
 MSG_INTRO = ("Two-factor authentication is required for your account. Scan this QR code "
              "with your authenticator app, or add the account and secret key by hand:")
+MSG_MEANWHILE = ("Two-factor authentication was just set up for your account; "
+                 "log in again.")
 MSG_DONE = ("Two-factor authentication is now on. Recovery codes (each works once instead "
             "of a code; keep them safe, they are not shown again):")
 
 
 def enroll(request: Request, user: str, policy: Policy, store: Store, clock: Clock) -> Decision:
-    """Enroll ``user`` within this login; SUCCESS only when the new secret is proven."""
+    """Enroll ``user`` within this login; SUCCESS only when the new secret is proven.
+
+    The secret is this login's own: made here, kept in memory, written to state only
+    once its code proves it (issue 11: a shared pending secret let whoever had the
+    password read the secret the victim's next login would enroll). The state is read
+    without the lock and written under it; the conversation never runs under it.
+    """
     conv = request.conversation
     if request.code is not None:  # the code came with the password: nothing to enroll with
         conv.error("Two-factor authentication must be set up first: log in interactively.")
         return Decision(outcome=Outcome.REFUSE, reason="enrollment-required")
-    with store.update(user) as st:
-        now = clock.now()
-        until = lockout.locked_until(st, now)
-        if until is None and not st.enrolled:
-            secret = enrollment.pending_secret(st, now) or enrollment.start_pending(
-                st, policy, now)
-    if st.enrolled:  # enrolled by another session meanwhile: the next login asks for a code
-        conv.error("Two-factor authentication was just set up for your account; log in again.")
-        return Decision(outcome=Outcome.REFUSE, reason="enrolled-meanwhile")
-    if until is not None:
-        conv.error(f"Too many wrong codes: locked until {format_time(until)}.")
-        return Decision(outcome=Outcome.REFUSE, reason="locked",
-                        fields=(("locked_until", int(until)),))
+    refused = _refusal(store.load(user), clock.now())
+    if refused is not None:
+        conv.error(refused[1])
+        return refused[0]
+    from pam_twofa import totp
+
+    secret = totp.random_secret()
     _show(request, user, secret, policy)
     answer = conv.ask(PROMPT)
     if answer is None:
         return Decision(outcome=Outcome.REFUSE, reason="no-answer")
     with store.update(user) as st:
-        result = enrollment.confirm_pending(st, answer, policy, clock.now())
+        now = clock.now()
+        if st.enrolled:
+            result = "enrolled-meanwhile"
+        else:
+            result = enrollment.confirm_secret(st, secret, answer, policy, now)
         if result == "ok":
             from pam_twofa import recovery
 
             codes = recovery.replace(st)
+    if result == "enrolled-meanwhile":
+        conv.error(MSG_MEANWHILE)
+        return Decision(outcome=Outcome.REFUSE, reason=result)
     if result != "ok":
         conv.error(f"Enrollment failed: {enrollment.REFUSAL_MESSAGES[result]}.")
         return Decision(outcome=Outcome.REFUSE, reason=result,
@@ -67,6 +78,20 @@ def enroll(request: Request, user: str, policy: Policy, store: Store, clock: Clo
 
     conv.info(MSG_DONE + "\n" + "\n".join(f"  {groups(code)}" for code in codes))
     return Decision(outcome=Outcome.SUCCESS, reason="enrolled", fields=(("enrollment", "inline"),))
+
+
+def _refusal(st: UserState | None, now: float) -> tuple[Decision, str] | None:
+    """Why this login cannot enroll now (a lock, or enrolled by another session)."""
+    if st is None:
+        return None
+    if st.enrolled:  # the next login asks for a code
+        return Decision(outcome=Outcome.REFUSE, reason="enrolled-meanwhile"), MSG_MEANWHILE
+    until = lockout.locked_until(st, now)
+    if until is not None:
+        return (Decision(outcome=Outcome.REFUSE, reason="locked",
+                         fields=(("locked_until", int(until)),)),
+                f"Too many wrong codes: locked until {format_time(until)}.")
+    return None
 
 
 def _show(request: Request, user: str, secret: str, policy: Policy) -> None:

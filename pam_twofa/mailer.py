@@ -96,14 +96,18 @@ def hostname() -> str:
 
 def check_address(address: str) -> str:
     """A plausible single mailbox ``local@domain``; refuses anything that could
-    inject a header or a second recipient."""
+    inject a header or a second recipient, and every control or format character
+    (C0, DEL, C1, bidi and zero-width marks: ``str.isprintable`` is false for all of
+    them). A dotless domain (``user@localhost``, a site's own mail host) is fine."""
     from pam_twofa.errors import UsageError
 
     text = address.strip() if isinstance(address, str) else ""
     local, at, domain = text.rpartition("@")
     bad = (not at or not local or not domain or len(text) > MAX_ADDRESS
-           or any(c.isspace() or ord(c) < 32 or c in ',;<>()[]\\"' for c in text)
-           or "@" in local or "." not in domain.strip(".") or domain.startswith("."))
+           or not text.isprintable()
+           or any(c.isspace() or c in ',;<>()[]\\"' for c in text)
+           or "@" in local or domain.startswith(".") or domain.endswith(".")
+           or ".." in domain)
     if bad:
         raise UsageError(f"not a valid email address: {address!r}")
     return text

@@ -89,3 +89,15 @@ def reset_by_admin(policy: Policy, user: str, address: str | None, *, now: float
         lines.append(f"By:      {by}")
     return _send(policy, policy.notifications.reset_by_admin, address,
                  "Your two-factor authentication was reset", lines)
+
+
+def email_changed(policy: Policy, user: str, old_address: str, new_masked: str, *,
+                  now: float, held_until: float | None) -> bool:
+    """The user's security email was replaced: told at the old address, always (no
+    switch: it is how the owner learns that someone else may have taken the way in)."""
+    lines = [f"The security email of your account was changed to {new_masked}. "
+             "Emergency codes and notices go there from now on."]
+    if held_until is not None:
+        lines.append(f"Emergency codes by mail are paused until {format_time(held_until)}.")
+    return _send(policy, True, old_address, "Your security email was changed",
+                 [*lines, *_facts(user, None, now, remote=False)])

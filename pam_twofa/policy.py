@@ -138,6 +138,7 @@ class EmergencyPolicy(Record):
     code_digits: int
     ttl_seconds: int
     max_sends_per_hour: int
+    after_email_change_hours: int
 
 
 class NotificationPolicy(Record):

@@ -208,8 +208,12 @@ SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
         "ttl_seconds": Int(600, 60, 3600, "how long an emergency or verification code is "
                                           "valid; a code works once and the next send "
                                           "voids it"),
-        "max_sends_per_hour": Int(3, 1, 100, "code mails (emergency and address "
-                                             "verification) per user per hour"),
+        "max_sends_per_hour": Int(3, 1, 100, "code mails per user per hour, counted "
+                                             "apart for emergency codes and for address "
+                                             "verification (each kind has this budget)"),
+        "after_email_change_hours": Int(24, 0, 720, "after a user changes their security "
+                                                    "email, emergency codes are not offered "
+                                                    "for this long (0: at once)"),
     }),
     "notifications": (NotificationPolicy, {
         "emergency_code_used": Bool(True, "mail the user when an emergency code is used"),

@@ -3,15 +3,20 @@
 A user names an address (``start``): a verification code is mailed to it and
 kept hashed, with the address, in ``state.email_pending``; entering the code
 (``confirm``) makes it ``state.email``, the address emergency codes and
-notifications go to. Mails count against the same hourly limit as emergency
-codes, so the feature cannot be used to flood an address. An address set by an
-admin (``set_by_admin``) counts as verified.
+notifications go to. An enrolled user names an address only after proving the
+second factor, the old address is told of a change, and emergency codes pause
+for ``emergency.after_email_change_hours`` (issue 11: otherwise whoever runs
+code as the user once could name their own address and keep a way in).
+Verification mails have their own hourly limit (``state.verify_sends``), so
+the feature cannot flood an address nor use up the emergency budget. An
+address set by an admin (``set_by_admin``) counts as verified, without a hold.
 """
 
 from __future__ import annotations
 
 from pam_twofa import emergency, mailer
-from pam_twofa.errors import TwofaError
+from pam_twofa.errors import CodeRefused, TwofaError
+from pam_twofa.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -34,16 +39,40 @@ class VerifyFailed(TwofaError):
 
 
 def start(user: str, address: str, policy: Policy, store: Store, clock: Clock,
-          client: str | None = None) -> str:
-    """Mail a verification code to ``address``; return the masked address."""
+          proof: str | None = None, client: str | None = None) -> str:
+    """Mail a verification code to ``address``; return the masked address.
+
+    An enrolled user must first prove the second factor with ``proof`` (a current
+    TOTP code or a recovery code, checked by ``enrollment.check_code``: the login's
+    replay rule, lockout and failure count). Refusals come before anything is mailed.
+    """
+    from pam_twofa import enrollment
+
     address = mailer.check_address(address)
     server = mailer.server(policy.smtp)  # refuse early when no server is configured
     code = emergency.new_code(policy.emergency.code_digits)
     ttl = policy.emergency.ttl_seconds
-    with store.update(user) as st:
+    result = "new"
+    with store.update(user) as st:  # refusals raise after the block: a failure counts
         now = clock.now()
-        emergency.reserve_send(st, policy, now)
-        st.email_pending = emergency.seal(code, now, ttl, address=address)
+        if st.enrolled and proof is None:
+            result = "code-needed"
+        else:
+            emergency.reserve_send(st, policy, now, "verify")  # raises: nothing changes
+            if st.enrolled:
+                assert proof is not None
+                result = enrollment.check_code(st, proof, policy, now)
+            if result in ("new", "ok", "recovery"):
+                st.email_pending = emergency.seal(code, now, ttl, address=address,
+                                                  proven=st.enrolled)
+            else:
+                st.verify_sends = st.verify_sends[:-1]  # nothing is mailed: no count
+    if result == "code-needed":
+        raise CodeRefused("two-factor authentication is on for your account: give a current "
+                          "code from your app or a recovery code to change the security "
+                          "email", "code-needed")
+    if result not in ("new", "ok", "recovery"):
+        raise CodeRefused(enrollment.REFUSAL_MESSAGES.get(result, result), result)
     body = (f"To make this the security email of {user}@{mailer.hostname()}, enter this "
             f"code:\n\n    {code}\n\nIt is valid for {max(1, ttl // 60)} minutes. Requested "
             f"from {client or 'this host'}. If you did not ask for it, ignore this mail.\n")
@@ -51,17 +80,39 @@ def start(user: str, address: str, policy: Policy, store: Store, clock: Clock,
     return mailer.mask(address)
 
 
-def confirm(user: str, code: str, store: Store, clock: Clock) -> str:
-    """Activate the pending address if ``code`` matches; return it masked."""
+class Changed(Record):
+    """What ``confirm`` did: the new address (masked) and when emergency codes return."""
+
+    email: str
+    held_until: float | None
+    notified: bool
+
+
+def confirm(user: str, code: str, policy: Policy, store: Store, clock: Clock) -> Changed:
+    """Activate the pending address if ``code`` matches; the old address is told.
+
+    A change by the user voids a pending emergency code and holds new ones for
+    ``emergency.after_email_change_hours``. An address named while 2FA was off
+    cannot be confirmed once it is on (its naming was not proven).
+    """
     problem = None
+    old = None
     with store.update(user) as st:  # refusals raise after the block: its changes persist
         pending = st.email_pending
         now = clock.now()
         if not pending:
             problem = "no security email is waiting for verification"
-        elif emergency.matches(pending, code, now):
-            st.email = str(pending["address"])
+        elif st.enrolled and pending.get("proven") is not True:
             st.email_pending = None
+            problem = ("the address was named without a code from your app; "
+                       "name it again")
+        elif emergency.matches(pending, code, now):
+            old, new = st.email, str(pending["address"])
+            st.email = new
+            st.email_pending = None
+            if old != new:
+                st.email_changed_at = now
+                st.emergency = None  # a code mailed to the old address stops working
         elif not now < float(pending.get("expires", 0)):
             st.email_pending = None
             problem = "the verification code expired; ask for a new one"
@@ -71,9 +122,16 @@ def confirm(user: str, code: str, store: Store, clock: Clock) -> str:
             problem = ("wrong verification code" if tries < MAX_TRIES
                        else f"{tries} wrong verification codes: ask for a new one")
         address = st.email or ""
+        until = emergency.held_until(policy, st, now)
     if problem is not None:
         raise VerifyFailed(problem)
-    return mailer.mask(address)
+    notified = False
+    if old and old != address:
+        from pam_twofa import notify
+
+        notified = notify.email_changed(policy, user, old, mailer.mask(address), now=now,
+                                        held_until=until)
+    return Changed(email=mailer.mask(address), held_until=until, notified=notified)
 
 
 def set_by_admin(user: str, address: str | None, store: Store) -> None:
@@ -81,10 +139,11 @@ def set_by_admin(user: str, address: str | None, store: Store) -> None:
     if address is not None:
         address = mailer.check_address(address)
     with store.update(user) as st:
+        if st.email != address:
+            st.emergency = None  # a code mailed to the old address stops working
         st.email = address
         st.email_pending = None
-        if address is None:
-            st.emergency = None
+        st.email_changed_at = None  # the admin vouches for it: no hold
 
 
 def masked(state: UserState | None, now: float) -> dict[str, Any]:

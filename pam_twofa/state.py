@@ -73,6 +73,10 @@ FIELDS: dict[str, tuple[Callable[[object], bool], Callable[[], Any]]] = {
     "emergency": (_opt(lambda v: type(v) is dict), lambda: None),
     "sends": (_is_num_list, list),
     "email_pending": (_opt(lambda v: type(v) is dict), lambda: None),  # unverified address
+    # Added without a version bump: a file from before has neither and reads as "no
+    # verification mails yet" and "address never changed by the user" (the defaults).
+    "verify_sends": (_is_num_list, list),  # verification mails (own hourly budget)
+    "email_changed_at": (_opt(_is_num), lambda: None),  # user changed the address: hold
 }
 
 
@@ -99,6 +103,8 @@ class UserState:
     emergency: dict[str, Any] | None
     sends: list[float]
     email_pending: dict[str, Any] | None
+    verify_sends: list[float]
+    email_changed_at: float | None
 
     def __init__(self, user: str) -> None:
         self.user = user

@@ -5,6 +5,7 @@ from what they printed before (the secret shown decides the code typed)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import select
@@ -186,3 +187,35 @@ def wait_mid_step(margin: float = 5.0, period: int = 30) -> None:
     left = period - time.time() % period
     if left < margin:
         time.sleep(left + 0.05)
+
+
+def seed_for_reenrollment(state_dir: Path, user: str) -> None:
+    """Give ``user`` what a re-enrollment must revoke (a trusted device, a pending
+    emergency code, an address waiting for verification) and keep (a verified email)."""
+    from pam_twofa import emergency
+    from pam_twofa.clock import Clock
+    from pam_twofa.paths import Paths
+    from pam_twofa.store import FileStore
+
+    now = time.time()
+    store = FileStore(Paths(state_dir=str(state_dir)), Clock())
+    with store.update(user) as st:
+        assert st.enrolled
+        st.devices = [{"id": "d1", "token_hash": "00" * 32, "created": now,
+                       "expires": now + 86400, "label": "laptop"}]
+        st.emergency = emergency.seal("12345678", now, 600)
+        st.email_pending = emergency.seal("87654321", now, 600, address="new@example.org",
+                                          proven=True)
+        st.email = "keep@example.com"
+
+
+def revoked_and_kept(state_dir: Path, user: str) -> None:
+    """Assert what ``seed_for_reenrollment`` put in went, except the verified email."""
+    data = json.loads((state_dir / "users" / f"{user}.json").read_text())
+    assert data["enrolled"] is True and data["devices"] == []
+    assert data["emergency"] is None and data["email_pending"] is None
+    assert data["email"] == "keep@example.com"
+
+
+REVOKED_TEXT = ("1 trusted device revoked", "A pending emergency code was revoked.",
+                "The security email k***@example.com was kept")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -42,8 +43,9 @@ def status(env: PamEnv, user: str) -> dict[str, object]:
 # ------------------------------------------------------------------------------ enroll
 def test_enroll_json_shape_and_login_with_oathtool(adm: PamEnv) -> None:
     data = json.loads(ok(adm, "enroll", "alice", "--json"))
-    assert sorted(data) == ["secret", "uri", "user"]
-    assert data["user"] == "alice"
+    assert sorted(data) == ["account", "recovery_codes", "revoked", "secret", "uri", "user"]
+    assert data["user"] == "alice" and data["recovery_codes"] == [] and data["revoked"] == []
+    assert data["account"] == f"alice@{socket.gethostname()}"  # as twofa-enroll shows it
     secret = data["secret"]
     assert re.fullmatch(r"[A-Z2-7]{32}", secret)  # 160 bits, unpadded base32
     assert len(totp.b32decode(secret)) == 20
@@ -63,7 +65,7 @@ def test_enroll_json_shape_and_login_with_oathtool(adm: PamEnv) -> None:
 
 def test_enroll_human_output_never_json(adm: PamEnv) -> None:
     out = ok(adm, "enroll", "alice", "--secret", SECRET.lower())
-    assert "Account: alice" in out
+    assert f"Account: alice@{socket.gethostname()}" in out  # the QR code's label
     assert "JBSW Y3DP EHPK 3PXP" in out  # grouped for typing by hand
     assert f"secret={SECRET}" in out  # the URI carries the normalized secret
 
@@ -240,3 +242,49 @@ def test_exit_codes_are_named() -> None:
     assert {e.name: int(e) for e in ExitCode} == {
         "OK": 0, "FAILED": 1, "USAGE": 2, "NOT_FOUND": 67, "SOFTWARE": 70, "STATE": 74,
         "NOPERM": 77, "CONFIG": 78}
+
+
+# ------------------------------------------------------ issue 11 finding 8, issue 12 item 9
+def test_re_enroll_revokes_devices_and_codes_keeps_the_email(adm: PamEnv) -> None:
+    from tests.enroll_support import REVOKED_TEXT, revoked_and_kept, seed_for_reenrollment
+
+    ok(adm, "enroll", "alice")
+    seed_for_reenrollment(adm.state_dir, "alice")
+    out = ok(adm, "enroll", "alice", "--qr", "none")
+    for text in REVOKED_TEXT:
+        assert text in out, out
+    revoked_and_kept(adm.state_dir, "alice")
+
+
+def test_enroll_recovery_codes_or_says_none(adm: PamEnv) -> None:
+    out = ok(adm, "enroll", "alice", "--qr", "none")
+    assert "No recovery codes were made" in out and "twofa-admin recovery-codes alice" in out
+    assert status(adm, "alice")["recovery_codes_left"] == 0
+    out = ok(adm, "enroll", "alice", "--qr", "none", "--recovery-codes")
+    codes = re.findall(r"^    (\d{5}-\d{5})$", out, re.M)
+    assert len(codes) == 10 and "No recovery codes" not in out
+    assert status(adm, "alice")["recovery_codes_left"] == 10
+    res = adm.pamtester("svc", "alice", ["secret", codes[0]])
+    assert res.rc == 0, res
+    data = json.loads(ok(adm, "enroll", "bob", "--json", "--recovery-codes"))
+    assert len(data["recovery_codes"]) == 10
+
+
+def test_enroll_secret_file_and_stdin_and_argv_warning(adm: PamEnv, tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_text(SECRET.lower() + "\n")
+    done = adm.admin("enroll", "alice", "--secret-file", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["secret"] == SECRET and done.stderr == ""
+    done = adm.admin("enroll", "bob", "--secret-file", "-", "--json", input=SECRET + "\n")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["secret"] == SECRET
+    res = adm.pamtester("svc", "bob", ["secret", oathtool(SECRET)])
+    assert res.rc == 0, res
+    done = adm.admin("enroll", "alice", "--secret", SECRET, "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["secret"] == SECRET
+    assert "warning: --secret is visible to other users" in done.stderr
+    both = adm.admin("enroll", "alice", "--secret", SECRET, "--secret-file", str(path))
+    assert both.returncode == ExitCode.USAGE and "not both" in both.stderr
+    empty = adm.admin("enroll", "alice", "--secret-file", "-", input="")
+    assert empty.returncode == ExitCode.USAGE and "no secret" in empty.stderr

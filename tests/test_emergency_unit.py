@@ -63,13 +63,43 @@ def test_send_limit_counts_one_hour() -> None:
         emergency.reserve_send(st, p, NOW + 20)
     emergency.reserve_send(st, p, NOW + 3600)  # the first one left the hour
     assert st.sends == [NOW + 10, NOW + 3600]
+    # verification mails have a budget of their own (issue 12 item 10)
+    emergency.reserve_send(st, p, NOW + 3600, "verify")
+    emergency.reserve_send(st, p, NOW + 3601, "verify")
+    with pytest.raises(emergency.SendLimit):
+        emergency.reserve_send(st, p, NOW + 3602, "verify")
+    assert st.sends == [NOW + 10, NOW + 3600] and st.verify_sends == [NOW + 3600, NOW + 3601]
+
+
+def test_hold_after_a_change_of_address() -> None:
+    from pam_twofa.state import UserState
+
+    st = UserState("alice")
+    st.enrolled, st.email = True, "a@example.com"
+    p = pol(smtp={"host": "localhost"})
+    assert emergency.offered(p, st, NOW) and emergency.held_until(p, st, NOW) is None
+    st.email_changed_at = NOW
+    assert emergency.held_until(p, st, NOW + 1) == NOW + 24 * 3600
+    assert not emergency.offered(p, st, NOW + 24 * 3600 - 1)
+    assert emergency.offered(p, st, NOW + 24 * 3600)
+    p0 = pol(smtp={"host": "localhost"}, emergency={"after_email_change_hours": 0})
+    assert emergency.offered(p0, st, NOW)
 
 
 def test_address_rules_and_mask() -> None:
     assert mailer.mask("bob@mail.example.org") == "b***@mail.example.org"
-    for bad in ("", "a@b", "a@@example.com", "a@example.com\r\nBcc: e@x.org", "a;b@example.com"):
+    bad_ones = ["", "a@", "@b", "a@@example.com", "a@example.com\r\nBcc: e@x.org",
+                "a;b@example.com", "a@.example.com", "a@example.com.", "a@example..com",
+                "a\x7f@example.com", "a@example.com\x7f", "a\x85b@example.com",
+                "a\x9b31m@example.com", "a\u200b@example.com", "a\u202e@example.com",
+                "a\u2028@example.com", "a\x00@example.com"]
+    bad_ones += [f"a{chr(c)}b@example.com" for c in range(0x80, 0xA0)]
+    for bad in bad_ones:
         with pytest.raises(UsageError):
             mailer.check_address(bad)
+    # dotless domains are mail hosts too (issue 12 item 10)
+    for good in ("user@localhost", "a@b", "root@mailhub", "jörg@example.de"):
+        assert mailer.check_address(good) == good
     with pytest.raises(PolicyError):
         mailer.server(policy.defaults().smtp)  # no host: a configuration error
 
@@ -81,18 +111,19 @@ def test_verification_flow_in_the_store(store: FileStore, tmp_path: Path) -> Non
         st.email_pending = emergency.seal("11112222", NOW, 600, address="al@example.com")
     assert secemail.masked(store.load("alice"), NOW)["email_pending"] == "a***@example.com"
     with pytest.raises(secemail.VerifyFailed, match="wrong"):
-        secemail.confirm("alice", "99999999", store, clock)
+        secemail.confirm("alice", "99999999", pol(), store, clock)
     state = store.load("alice")
     assert state is not None and state.email is None and state.email_pending is not None
     assert state.email_pending["tries"] == 1  # the refusal was saved
-    assert secemail.confirm("alice", "11112222", store, clock) == "a***@example.com"
+    done = secemail.confirm("alice", "11112222", pol(), store, clock)
+    assert done.email == "a***@example.com" and done.held_until == NOW + 24 * 3600
     state = store.load("alice")
     assert state is not None and state.email == "al@example.com" and state.email_pending is None
     with store.update("alice") as st:
         st.email_pending = emergency.seal("33334444", NOW, 600, address="x@example.com")
     clock.advance(601)
     with pytest.raises(secemail.VerifyFailed, match="expired"):
-        secemail.confirm("alice", "33334444", store, clock)
+        secemail.confirm("alice", "33334444", pol(), store, clock)
     data = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     assert b"11112222" not in data and b"33334444" not in data
     secemail.set_by_admin("alice", None, store)
@@ -162,3 +193,31 @@ def test_policy_refuses_unusable_smtp_settings() -> None:
     assert problems({"security": "tls"})[0].startswith("smtp.security must be one of")
     assert problems({"provider": "gmail", "username": "a@gmail.com",
                      "password_file": "/etc/pam-twofa/smtp-password"}) == []
+
+
+def test_an_unproven_address_cannot_be_confirmed_once_enrolled(store: FileStore) -> None:
+    """An address named while 2FA was off (or by an older version, without a code) is not
+    confirmed for an enrolled user: naming it was never proven with the second factor."""
+    from pam_twofa import totp
+
+    with store.update("alice") as st:
+        st.enrolled, st.secret = True, totp.random_secret()
+        st.email = "old@example.com"
+        st.email_pending = emergency.seal("11112222", NOW, 600, address="x@example.com")
+    with pytest.raises(secemail.VerifyFailed, match="without a code"):
+        secemail.confirm("alice", "11112222", pol(), store, store.clock)
+    state = store.load("alice")
+    assert state is not None and state.email == "old@example.com"
+    assert state.email_pending is None and state.email_changed_at is None
+
+
+def test_state_from_before_the_new_fields_reads_with_defaults() -> None:
+    """verify_sends and email_changed_at came without a schema bump: a file without them
+    reads as no verification mails and no change of address (no hold)."""
+    from pam_twofa.state import UserState
+
+    old = {"version": 1, "user": "alice", "enrolled": False, "email": "a@example.com",
+           "sends": [NOW]}
+    st = UserState.from_plain("alice", old)
+    assert st.verify_sends == [] and st.email_changed_at is None and st.sends == [NOW]
+    assert emergency.held_until(pol(), st, NOW) is None

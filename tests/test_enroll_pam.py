@@ -75,7 +75,7 @@ def test_inline_first_login_enrollment(inline_env: PamEnv) -> None:
     assert bad.rc != 0
 
 
-def test_inline_wrong_code_refuses_and_keeps_the_secret(inline_env: PamEnv) -> None:
+def test_inline_wrong_code_refuses_and_shows_no_secret_twice(inline_env: PamEnv) -> None:
     first = inline_env.pamtester("svc", "alice", ["secret", "000000"])
     assert first.rc != 0, first
     shown = shown_secret(first.stdout + first.stderr)
@@ -83,9 +83,10 @@ def test_inline_wrong_code_refuses_and_keeps_the_secret(inline_env: PamEnv) -> N
     assert any("reason=bad-code" in line for line in first.log_lines), first
     state = state_file(inline_env, "alice")
     assert state["enrolled"] is False and state["failures"] == 1
-    # the same pending secret is offered again, and a code from it enrolls
+    assert state["pending"] is None and shown not in json.dumps(state)  # never written
+    # the next login has a secret of its own, and a code from it enrolls
     secret, _out, _codes = inline_enroll(inline_env)
-    assert secret == shown
+    assert secret != shown
 
 
 def test_recovery_code_logs_in_once(inline_env: PamEnv) -> None:
@@ -138,9 +139,9 @@ def test_import_google_authenticator_file(pam_env: PamEnv, tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert {k: summary[k] for k in ("user", "period", "digits", "algorithm",
-                                    "recovery_codes", "old_file")} == {
+                                    "recovery_codes", "old_file", "revoked")} == {
         "user": "carol", "period": 30, "digits": 6, "algorithm": "SHA1", "recovery_codes": 5,
-        "old_file": str(ga)}
+        "old_file": str(ga), "revoked": []}
     blob = (pam_env.state_dir / "users" / "carol.json").read_text()
     assert secret in blob and not any(code in blob for code in scratch)
     # its TOTP code logs in
@@ -209,3 +210,45 @@ def test_admin_recovery_codes_and_enroll_png(pam_env: PamEnv, tmp_path: Path) ->
     assert len(codes) == 10 and all(len(c) == 10 and c.isdigit() for c in codes)
     res = pam_env.pamtester("svc", "erin", ["secret", codes[0]])
     assert res.rc == 0, res
+
+
+def test_inline_each_login_gets_its_own_secret(inline_env: PamEnv) -> None:
+    """Issue 11 finding 4: a login that read the pending secret and hung up made the next
+    login (the victim's) show and enroll that same secret. Each login now has its own."""
+    wait_mid_step()
+    first = interactive_pamtester(inline_env, "svc", "alice")
+    first.expect("assword")
+    first.send("secret")
+    stolen = shown_secret(first.expect(PROMPT))
+    first.kill()  # the attacker hangs up
+    second = interactive_pamtester(inline_env, "svc", "alice")
+    second.expect("assword")
+    second.send("secret")
+    shown = shown_secret(second.expect(PROMPT))
+    assert shown != stolen
+    second.send(oathtool(stolen))  # the abandoned login's secret cannot enroll
+    rc, out = second.finish()
+    assert rc != 0, out
+    assert state_file(inline_env, "alice")["enrolled"] is False
+    assert stolen not in json.dumps(state_file(inline_env, "alice"))
+    secret, _out, _codes = inline_enroll(inline_env)
+    assert secret not in (stolen, shown)
+    late = inline_env.pamtester("svc", "alice", ["secret", oathtool(stolen)])
+    assert late.rc != 0  # nor log in
+
+
+def test_import_over_an_enrollment_revokes_devices_and_codes(pam_env: PamEnv,
+                                                             tmp_path: Path) -> None:
+    """Issue 11 finding 8: a GA import with --force is a re-enrollment too."""
+    from tests.enroll_support import REVOKED_TEXT, revoked_and_kept, seed_for_reenrollment
+
+    pam_env.add_user("carol")
+    assert pam_env.admin("enroll", "carol", "--json").returncode == 0
+    seed_for_reenrollment(pam_env.state_dir, "carol")
+    ga = tmp_path / "carol.google_authenticator"
+    google_authenticator(ga, "-t", "-d")
+    done = pam_env.admin("import-google-authenticator", "carol", str(ga), "--force")
+    assert done.returncode == 0, done.stderr
+    for text in REVOKED_TEXT:
+        assert text in done.stdout, done.stdout
+    revoked_and_kept(pam_env.state_dir, "carol")

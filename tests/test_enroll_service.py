@@ -319,3 +319,53 @@ def test_concurrent_clients_of_many_uids(world: PamEnv) -> None:
         for i in range(6):
             st = state_of(world, f"u{i}")
             assert st is not None and st["pending"]["secret"] == results[f"u{i}"]["secret"]  # type: ignore[index]
+
+
+def test_refusals_come_before_the_code_is_asked(world: PamEnv) -> None:
+    """Issue 12 item 7: disable for a required user and recovery-codes for a user who is
+    not enrolled asked for a code (and used up a right one) before refusing."""
+    alice, bob = world.users["alice"], world.users["bob"]
+    with running_service(world) as service:
+        _secret, _uri, codes = enroll_via_client(world, service, "alice")
+        no = client(world, service, ["disable"], alice.uid, input=codes[0] + "\n")
+        assert no.returncode == 77 and "requires" in no.stderr, no
+        assert "Current code" not in no.stdout + no.stderr  # never asked
+        st = state_of(world, "alice")
+        assert st is not None and len(st["recovery_codes"]) == 10  # type: ignore[arg-type]
+        assert st["failures"] == 0
+        none = client(world, service, ["recovery-codes"], bob.uid, input="123456\n")
+        assert none.returncode != 0 and "not on for your account" in none.stderr, none
+        assert "Current code" not in none.stdout + none.stderr
+        # over the socket: the precondition is checked before the code, even a wrong one
+        wrong = raw_request(service, b'{"op": "disable", "code": "000000"}\n', uid=alice.uid)
+        assert wrong["error"] == "not-allowed", wrong
+        assert state_of(world, "alice")["failures"] == 0  # type: ignore[index]
+        ask = raw_request(service, b'{"op": "recovery-codes"}\n', uid=alice.uid)
+        assert ask["error"] == "code-needed", ask
+        # a code still works where it can help
+        regen = client(world, service, ["recovery-codes", "--json"], alice.uid,
+                       input=codes[0] + "\n")
+        assert regen.returncode == 0, regen.stderr
+        assert "Current code" in regen.stderr
+
+
+def test_self_reenrollment_revokes_devices_and_codes(world: PamEnv) -> None:
+    """Issue 11 finding 8: twofa-enroll over an enrollment revokes trusted devices, a
+    pending emergency code and a waiting address, keeps the verified email, says so."""
+    from tests.enroll_support import REVOKED_TEXT, revoked_and_kept, seed_for_reenrollment
+
+    bob = world.users["bob"]
+    with running_service(world) as service:
+        _secret, _uri, codes = enroll_via_client(world, service, "bob")
+        seed_for_reenrollment(world.state_dir, "bob")
+        proc = interactive_client(world, service, ["--qr", "none"], bob.uid)
+        proc.expect("Current code from your app")
+        proc.send(codes[0])
+        wait_mid_step()
+        secret = shown_secret(proc.expect(PROMPT))
+        proc.send(oathtool(secret))
+        rc, out = proc.finish()
+        assert rc == 0, out
+        for text in REVOKED_TEXT:
+            assert text in out, out
+        revoked_and_kept(world.state_dir, "bob")

@@ -227,7 +227,8 @@ def test_trickling_server_cannot_stretch_the_deadline(ca: CertAuthority) -> None
 
 def test_addresses() -> None:
     assert mailer.check_address(" alice@example.com ") == "alice@example.com"
-    for bad in ("alice", "@example.com", "alice@", "a@b", "a b@example.com",
+    assert mailer.check_address("a@b") == "a@b"  # a dotless domain (issue 12 item 10)
+    for bad in ("alice", "@example.com", "alice@", "a@.b", "a b@example.com",
                 "a@example.com\nBcc: x@y.z", "a@example.com,b@example.com", "<a@example.com>"):
         with pytest.raises(UsageError):
             mailer.check_address(bad)

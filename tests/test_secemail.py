@@ -70,9 +70,19 @@ def state_bytes(env: PamEnv) -> bytes:
     return b"".join(p.read_bytes() for p in Path(env.state_dir).rglob("*") if p.is_file())
 
 
+def recovery_codes(env: PamEnv) -> list[str]:
+    done = env.admin("recovery-codes", "alice", "--json")
+    assert done.returncode == 0, done.stderr
+    codes: list[str] = json.loads(done.stdout)["recovery_codes"]
+    return codes
+
+
 def test_address_active_only_after_code(world: PamEnv, srv: MailServer) -> None:
+    proofs = recovery_codes(world)  # alice is enrolled: each change needs one
     with running_service(world) as service:
         run = interactive_client(world, service, ["email", "alice.smith@example.com"], ALICE)
+        run.expect("Current code from your app (or a recovery code)")
+        run.send(proofs[0])
         run.expect("A verification code was sent to a***@example.com.")
         run.expect("Enter the code from the mail")
         code = code_in(srv, 1)
@@ -103,7 +113,8 @@ def test_address_active_only_after_code(world: PamEnv, srv: MailServer) -> None:
         assert "Security email:" in shown.stdout and "a***@example.com" in shown.stdout
 
         # Later: a code entered with email-verify; five wrong ones drop the address.
-        done = client(world, service, ["email", "new@example.org", "--no-wait"], ALICE)
+        done = client(world, service, ["email", "new@example.org", "--no-wait"], ALICE,
+                      input=proofs[1] + "\n")
         assert done.returncode == 0 and "n***@example.org" in done.stdout, done
         second = code_in(srv, 2)
         for _ in range(5):
@@ -117,11 +128,105 @@ def test_address_active_only_after_code(world: PamEnv, srv: MailServer) -> None:
         assert state is not None and state.email == "alice.smith@example.com"
 
         # The hourly limit covers verification mails too (3 per hour here).
-        done = client(world, service, ["email", "x@example.org", "--no-wait"], ALICE)
+        done = client(world, service, ["email", "x@example.org", "--no-wait"], ALICE,
+                      input=proofs[2] + "\n")
         assert done.returncode == 0
-        done = client(world, service, ["email", "y@example.org", "--no-wait"], ALICE)
+        done = client(world, service, ["email", "y@example.org", "--no-wait"], ALICE,
+                      input=proofs[3] + "\n")
         assert done.returncode != 0 and "Too many codes were mailed" in done.stderr
+        state = store(world).load("alice")  # the refusal came first: proofs[3] still works
+        assert state is not None and len(state.recovery_codes) == 7
+        assert len(state.verify_sends) == 3 and state.sends == []  # a budget of its own
         bad = client(world, service, ["email", "not-an-address", "--no-wait"], ALICE)
         assert bad.returncode != 0 and "not a valid email address" in bad.stderr
+        assert "Current code" not in bad.stdout  # refused before a code was asked
         time.sleep(0.2)
         assert len(srv.received) == 3
+
+
+def totp_of(env: PamEnv, at_offset: int = 0) -> str:
+    """alice's current TOTP code (her secret read from the root-owned state)."""
+    state = store(env).load("alice")
+    assert state is not None and state.secret is not None
+    from tests.harness.pamenv import oathtool
+
+    return oathtool(state.secret, at=int(time.time()) + at_offset)
+
+
+def test_replacing_the_address_needs_the_second_factor(world: PamEnv, srv: MailServer) -> None:
+    """Issue 11 finding 3: over the socket, ``email NEW`` + ``email-verify CODE`` (the code
+    mailed to NEW) replaced a verified address with no TOTP or recovery code, and the old
+    address was not told. Now the service refuses before mailing anything."""
+    from tests.test_enroll_service import raw_request
+
+    assert world.admin("email", "alice", "old@example.com").returncode == 0
+    with running_service(world) as service:
+        answer = raw_request(service, b'{"op": "email", "address": "evil@example.org"}\n',
+                             uid=ALICE)
+        if answer.get("ok"):  # the old code: the attacker gets the mailed code and uses it
+            code = code_in(srv, 1)
+            raw_request(service, json.dumps({"op": "email-verify", "code": code}).encode()
+                        + b"\n", uid=ALICE)
+        state = store(world).load("alice")
+        assert state is not None and state.email == "old@example.com"
+        assert answer["ok"] is False and answer["error"] == "code-needed", answer
+        assert "current code" in str(answer["message"])
+        # a wrong code is refused the same way a login refuses it (and counted)
+        wrong = raw_request(service, b'{"op": "email", "address": "evil@example.org", '
+                                     b'"code": "000000"}\n', uid=ALICE)
+        assert wrong["ok"] is False and wrong["error"] == "bad-code", wrong
+        state = store(world).load("alice")
+        assert state is not None and state.failures == 1 and state.email_pending is None
+        time.sleep(0.2)
+        assert srv.received == []  # nothing was mailed to the new address
+
+        # the owner, with a code from the app (asked at a prompt, never on argv)
+        run = interactive_client(world, service, ["email", "new@example.org", "--no-wait"],
+                                 ALICE)
+        run.expect("Current code from your app (or a recovery code)")
+        run.send(totp_of(world))
+        rc, text = run.finish()
+        assert rc == 0, text
+        assert "n***@example.org" in text
+        code = code_in(srv, 1)
+        assert srv.received[0].rcpt_tos == ["new@example.org"]
+        # email-verify asks for the mailed code at a prompt
+        done = client(world, service, ["email-verify"], ALICE, input=code + "\n")
+        assert done.returncode == 0, done.stderr
+        assert "Security email set: n***@example.org." in done.stdout
+        assert "Emergency codes by mail are paused until" in done.stdout
+        notice = srv.wait(2)[1]
+        assert notice.rcpt_tos == ["old@example.com"]
+        assert "security email of your account was changed" in notice.body
+        assert "n***@example.org" in notice.body and code not in notice.body
+        state = store(world).load("alice")
+        assert state is not None and state.email == "new@example.org"
+        assert state.email_changed_at is not None
+        shown = client(world, service, ["status"], ALICE)
+        assert "Emergency codes paused:" in shown.stdout and "until " in shown.stdout, shown
+    # the login does not offer emergency codes for 24 hours, and says so at the prompt
+    res = world.pamtester("svc", "alice", ["secret", "email"])
+    assert res.rc != 0
+    out = res.stdout + res.stderr
+    assert "Emergency codes by mail are paused until" in out, out
+    assert "'email'" not in out
+    time.sleep(0.2)
+    assert len(srv.received) == 2  # no emergency code went out
+
+
+def test_email_verify_code_on_argv_warns(world: PamEnv, srv: MailServer) -> None:
+    with running_service(world) as service:
+        done = client(world, service, ["email-verify", "12345678"], ALICE)
+        assert done.returncode != 0
+        assert "visible to other users" in done.stderr, done.stderr
+
+
+def test_a_user_without_2fa_names_an_address_without_a_code(world: PamEnv,
+                                                            srv: MailServer) -> None:
+    carol = world.add_user("carol")
+    world.allow_uid(carol.uid)
+    with running_service(world) as service:
+        done = client(world, service, ["email", "carol@localhost", "--no-wait"], carol.uid)
+        assert done.returncode == 0, done.stderr
+        assert "Current code" not in done.stdout + done.stderr  # nothing to prove with
+        assert srv.wait(1)[0].rcpt_tos == ["carol@localhost"]  # a dotless domain is fine

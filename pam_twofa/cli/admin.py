@@ -71,43 +71,87 @@ def cli(ctx: click.Context, policy: str, state_dir: str, log_socket: str) -> Non
                           state_dir=state_dir.rstrip("/") or "/", log_socket=log_socket))
 
 
-def enroll_user(admin: Admin, user: str, secret: str | None) -> dict[str, str]:
-    """Provision ``user`` with a new (or given) secret; replaces any old one."""
+def enroll_user(admin: Admin, user: str, secret: str | None,
+                make_codes: bool = False) -> dict[str, Any]:
+    """Provision ``user`` with a new (or given) secret; replaces any old one.
+
+    A re-enrollment revokes what the old secret vouched for (``enrollment.activate``)
+    and the old recovery codes; ``make_codes`` makes ten new ones, shown once.
+    """
     validate_user_name(user)
     secret = enrollment.check_secret(secret) if secret else None
-    from pam_twofa import totp
+    from pam_twofa import recovery, totp
 
     secret = secret or totp.random_secret()
     policy = admin.policy
     with admin.store.update(user) as state:
-        enrollment.activate(state, secret, policy, admin.clock.now())
-        state.recovery_codes = []
-    admin.audit("enroll", user)
-    return {"user": user, "secret": secret, "uri": enrollment.uri(user, secret, policy)}
+        summary = enrollment.activate(state, secret, policy, admin.clock.now())
+        codes = recovery.replace(state) if make_codes else []
+        if not make_codes:
+            state.recovery_codes = []
+    admin.audit("enroll", user, devices_revoked=summary["devices_revoked"],
+                recovery_codes=len(codes))
+    return {"user": user, "account": enrollment.label(user, policy), "secret": secret,
+            "uri": enrollment.uri(user, secret, policy), "recovery_codes": codes,
+            "revoked": enrollment.revoked(summary)}
+
+
+def read_secret_file(path: str) -> str:
+    """The secret on the first line of ``path`` (``-``: standard input)."""
+    from pam_twofa.errors import UsageError
+
+    try:
+        if path == "-":
+            text = click.get_text_stream("stdin").readline(4096)
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.readline(4096)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the secret from {path}: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
+    secret = text.strip()
+    if not secret:
+        raise UsageError(f"no secret in {'standard input' if path == '-' else path}")
+    return secret
 
 
 @cli.command()
 @click.argument("user")
-@click.option("--secret", help="Use this base32 secret (>= 128 bits) instead of a new one.")
-@click.option("--json", "as_json", is_flag=True, help="Print {user, secret, uri} as JSON.")
+@click.option("--secret", help="Use this base32 secret (>= 128 bits) instead of a new one; "
+                               "visible to other users in ps: prefer --secret-file.")
+@click.option("--secret-file", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Read the base32 secret from the first line of this file ('-': stdin).")
+@click.option("--recovery-codes", "make_codes", is_flag=True,
+              help="Also make ten recovery codes and print them (once).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {user, account, secret, uri, recovery_codes, revoked} as JSON.")
 @click.option("--png", type=click.Path(dir_okay=False), help="Also write the QR code as PNG.")
 @click.option("--qr", "qr_mode", type=click.Choice(["auto", "utf8", "ascii", "none"]),
               default="auto", show_default=True, help="How to draw the QR code.")
 @pass_admin
-def enroll(admin: Admin, user: str, secret: str | None, as_json: bool, png: str | None,
-           qr_mode: str) -> None:
+def enroll(admin: Admin, user: str, secret: str | None, secret_file: str | None,
+           make_codes: bool, as_json: bool, png: str | None, qr_mode: str) -> None:
     """Enroll USER (admin provisioning): print the QR code, secret and otpauth URI."""
 
     def body() -> None:
         from pam_twofa.cli.show import show_secret, write_png
+        from pam_twofa.errors import UsageError
 
+        given = secret
+        if secret is not None and secret_file is not None:
+            raise UsageError("give --secret or --secret-file, not both")
+        if secret is not None:
+            click.echo(f"{PROG}: warning: --secret is visible to other users (ps, /proc); "
+                       "use --secret-file FILE or --secret-file - (stdin).", err=True)
+        if secret_file is not None:
+            given = read_secret_file(secret_file)
         png_fd = None
         if png:  # opened first: a refused path changes nothing
             from pam_twofa import qr
 
             png_fd = qr.open_png(png)
         try:
-            result = enroll_user(admin, user, secret)
+            result = enroll_user(admin, user, given, make_codes)
         except BaseException:
             if png_fd is not None and png:
                 import contextlib
@@ -122,8 +166,21 @@ def enroll(admin: Admin, user: str, secret: str | None, as_json: bool, png: str 
                 write_png(png, result["uri"], png_fd)
             print_json(result)
             return
-        show_secret(result["user"], result["secret"], result["uri"], qr_mode=qr_mode, png=png,
-                    png_fd=png_fd)
+        show_secret(result["account"], result["secret"], result["uri"], qr_mode=qr_mode,
+                    png=png, png_fd=png_fd)
+        for line in result["revoked"]:
+            click.echo(line)
+        codes = result["recovery_codes"]
+        if codes:
+            from pam_twofa.recovery import groups
+
+            click.echo("Recovery codes (each works once instead of a code; hand them over "
+                       "safely, they are not shown again):")
+            for code in codes:
+                click.echo(f"    {groups(code)}")
+        else:
+            click.echo(f"No recovery codes were made: {user} has none. Make them with "
+                       f"'{PROG} recovery-codes {user}' (or enroll with --recovery-codes).")
 
     run(PROG, body)
 

@@ -72,6 +72,8 @@ def import_google_authenticator(admin: Admin, user: str, file: str, force: bool,
             return
         click.echo(f"{user}: imported the TOTP secret of {file} (period {summary['period']} s) "
                    f"and {summary['recovery_codes']} scratch code(s) as recovery codes.")
+        for line in summary["revoked"]:
+            click.echo(line)
         for line in summary["not_carried_over"]:
             click.echo(f"  {line}")
         for line in summary["warnings"]:
@@ -99,10 +101,11 @@ def import_file(admin: Admin, user: str, path: str, force: bool) -> dict[str, An
     with admin.store.update(user) as st:
         if st.enrolled and not force:
             raise UsageError(f"{user} is enrolled already; --force replaces the enrollment")
-        enrollment.activate(st, parsed.secret, policy, admin.clock.now(), digits=6,
-                            period=parsed.period, algorithm="SHA1")
+        summary = enrollment.activate(st, parsed.secret, policy, admin.clock.now(), digits=6,
+                                      period=parsed.period, algorithm="SHA1")
         recovery.replace(st, list(parsed.scratch_codes))
-    admin.audit("import-google-authenticator", user, recovery_codes=len(parsed.scratch_codes))
+    admin.audit("import-google-authenticator", user, recovery_codes=len(parsed.scratch_codes),
+                devices_revoked=summary["devices_revoked"])
     return {"user": user, "period": parsed.period, "digits": 6, "algorithm": "SHA1",
             "recovery_codes": len(parsed.scratch_codes), "not_carried_over": info,
-            "warnings": warnings, "old_file": path}
+            "warnings": warnings, "old_file": path, "revoked": enrollment.revoked(summary)}

@@ -112,6 +112,8 @@ def enroll(client: Client, png: str | None, qr_mode: str, if_needed: bool) -> No
                 raise
             click.echo(f"{PROG}: {exc.message}; try again.", err=True)
     click.echo("Two-factor authentication is on.")
+    for line in done.get("revoked") or ():  # a re-enrollment: what went, what stayed
+        click.echo(line)
     show_recovery_codes(done["recovery_codes"])
 
 
@@ -164,10 +166,29 @@ def status(client: Client, as_json: bool) -> None:
             rows.append(("Security email", info.get("email") or "none"))
         if info.get("email_pending"):
             rows.append(("Waiting for verification", info["email_pending"]))
+        if info.get("emergency_held_until"):  # the address changed lately
+            rows.append(("Emergency codes paused", f"until {when(info['emergency_held_until'])}"))
         for label, value in rows:
             click.echo(f"{label + ':':<24} {value}")
 
     run(PROG, body)
+
+
+def ask_code_if_needed(client: Client, op: str, err: bool = False) -> str:
+    """Ask the service whether ``op`` could go ahead, then prompt for the code.
+
+    The service refuses what it would refuse anyway (not enrolled, required by the
+    policy) before it looks at a code, so the user is not asked for one (nor has a
+    right one used up) for nothing; ``code-needed`` means "go ahead and ask".
+    """
+    try:
+        client.ask(op)
+    except ServiceRefused as exc:
+        if exc.reason != "code-needed":
+            raise
+    else:  # pragma: no cover - the service never acts without a code
+        raise ServiceRefused("bad-response", f"the service did {op} without a code")
+    return str(click.prompt("Current code from your app (or a recovery code)", err=err))
 
 
 @cli.command("recovery-codes")
@@ -177,7 +198,7 @@ def recovery_codes(client: Client, as_json: bool) -> None:
     """Make ten new recovery codes (the old ones stop working); needs a current code."""
 
     def body() -> None:
-        code = click.prompt("Current code from your app (or a recovery code)", err=as_json)
+        code = ask_code_if_needed(client, "recovery-codes", err=as_json)
         codes = client.ask("recovery-codes", code=code)["recovery_codes"]
         if as_json:
             print_json(codes)
@@ -193,7 +214,7 @@ def disable(client: Client) -> None:
     """Turn 2FA off (only where the policy allows it); needs a current code."""
 
     def body() -> None:
-        code = click.prompt("Current code from your app (or a recovery code)")
+        code = ask_code_if_needed(client, "disable")
         client.ask("disable", code=code)
         click.echo("Two-factor authentication is off.")
 
