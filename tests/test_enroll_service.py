@@ -22,9 +22,9 @@ from tests.enroll_support import (
     interactive_client,
     running_service,
     shown_secret,
-    wait_mid_step,
 )
 from tests.harness.pamenv import PamEnv, oathtool
+from tests.harness.wait import wait_fresh_step, wait_until
 
 PROMPT = "Enter the code from your app to finish enrollment"
 
@@ -88,7 +88,7 @@ def enroll_via_client(env: PamEnv, service: Service, user: str, png: Path | None
     uid = env.users[user].uid
     args = ["--qr", "utf8"] + (["--png", str(png)] if png else [])
     proc = interactive_client(env, service, args, uid)
-    wait_mid_step()
+    wait_fresh_step()
     text = proc.expect(PROMPT)
     secret = shown_secret(text)
     uri_match = URI_RE.search(text)
@@ -219,8 +219,9 @@ def test_one_request_at_a_time_per_uid(world: PamEnv) -> None:
     with running_service(world) as service:
         holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         holder.connect(str(service.socket))  # root's request in progress (not yet sent)
-        time.sleep(0.3)
-        busy = raw_request(service, b'{"op": "status"}\n')
+        # until the service has accepted the holder, root's requests are served
+        busy = wait_until(lambda: raw_request(service, b'{"op": "status"}\n'),
+                          lambda r: r.get("error") != "unknown-user", what="root held up")
         assert busy["ok"] is False and busy["error"] == "busy"
         other = raw_request(service, b'{"op": "status"}\n', uid=world.users["bob"].uid)
         assert other["ok"] is True  # another uid is not held up
