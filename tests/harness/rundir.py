@@ -73,7 +73,8 @@ def let_others_traverse(path: Path, *, also: Path | None = None) -> None:
     """Add o+x to ``path`` and each ancestor lacking it, all of which must be this run's
     (:func:`may_chmod`, or ``also``); otherwise raise PermissionError, changing nothing."""
     path = Path(path).resolve()
-    todo, blocked = [], []
+    todo: list[tuple[Path, int]] = []
+    blocked: list[tuple[Path, int]] = []
     for p in [path, *path.parents]:
         mode = stat.S_IMODE(p.stat().st_mode)
         if mode & stat.S_IXOTH:
