@@ -22,11 +22,22 @@ PIP_FALLBACK := pytest hypothesis ruff mypy types-PyYAML paramiko aiosmtpd trust
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 PIP_INSTALL := $(PIP) install --root-user-action=ignore --progress-bar off
 
-# Stamp for the pip step, outside the tree (nothing to ignore in git), one per checkout.
+# Stamps for the pip steps, outside the tree (nothing to ignore in git), one per checkout.
+# PIP_LOCK serialises pip runs of all checkouts: they install into the same interpreter.
 DEPS_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pam-twofa
-PIP_STAMP := $(DEPS_CACHE)/pip-$(firstword $(shell printf '%s' '$(CURDIR)' | sha256sum))
+CHECKOUT_KEY := $(firstword $(shell printf '%s' '$(CURDIR)' | sha256sum))
+PIP_STAMP := $(DEPS_CACHE)/pip-$(CHECKOUT_KEY)
+TEST_PIP_STAMP := $(DEPS_CACHE)/pip-test-$(CHECKOUT_KEY)
+PIP_LOCK := $(DEPS_CACHE)/pip.lock
 
-.PHONY: deps deps-apt deps-pip lint pyc test clean demo bench deb man
+# What the package and its `test` extra require, one per line (PIP_FALLBACK without
+# pyproject.toml): the test step installs these, never the package itself.
+REQUIREMENTS := if [ -f pyproject.toml ]; then $(PYTHON) -c 'import tomllib; \
+	    p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	    print("\n".join(p["dependencies"] + p["optional-dependencies"]["test"]))'; \
+	  else printf '%s\n' $(PIP_FALLBACK); fi
+
+.PHONY: deps deps-apt deps-pip deps-test-pip lint pyc test clean demo bench deb man
 
 deps: deps-apt deps-pip
 
@@ -65,13 +76,33 @@ deps-pip:
 	else \
 	  echo "deps-pip: installing into $$($(PYTHON) -c 'import sys; print(sys.executable)')"; \
 	  rm -f '$(PIP_STAMP)'; \
-	  if [ -f pyproject.toml ]; then \
-	    $(PIP_INSTALL) -e '.[test]'; \
-	  else \
-	    $(PIP_INSTALL) $(PIP_FALLBACK); \
-	  fi; \
 	  mkdir -p '$(DEPS_CACHE)'; \
+	  if [ -f pyproject.toml ]; then \
+	    flock '$(PIP_LOCK)' $(PIP_INSTALL) -e '.[test]'; \
+	  else \
+	    flock '$(PIP_LOCK)' $(PIP_INSTALL) $(PIP_FALLBACK); \
+	  fi; \
 	  printf '%s\n' "$$key" > '$(PIP_STAMP)'; \
+	fi
+
+# pip for `make test` (and CI): the requirements only. The tests import pam_twofa from
+# this checkout (conftest puts its root first on sys.path; subprocesses run `python -m`
+# with cwd = the root; pam_python loads pam_entry.py by path), so the test step does not
+# need an installed pam_twofa, and does not re-point the interpreter's one: two checkouts
+# can run `make test` at once. Skipped while the requirements and the interpreter are
+# unchanged; with all of them present, pip writes nothing anyway.
+deps-test-pip:
+	@mapfile -t reqs < <($(REQUIREMENTS)); \
+	key="$$( { printf '%s\n' "$${reqs[@]}"; \
+	            $(PYTHON) -c 'import sys; print(sys.executable, sys.version)'; } | sha256sum)"; \
+	if [ -f '$(TEST_PIP_STAMP)' ] && [ "$$(cat '$(TEST_PIP_STAMP)')" = "$$key" ]; then \
+	  echo "deps-test-pip: up to date ($(PYTHON))"; \
+	else \
+	  echo "deps-test-pip: installing the requirements into $$($(PYTHON) -c 'import sys; print(sys.executable)')"; \
+	  mkdir -p '$(DEPS_CACHE)'; \
+	  flock '$(PIP_LOCK)' $(PIP_INSTALL) "$${reqs[@]}"; \
+	  printf '%s\n' "$$key" > '$(TEST_PIP_STAMP).tmp'; \
+	  mv '$(TEST_PIP_STAMP).tmp' '$(TEST_PIP_STAMP)'; \
 	fi
 
 lint:
@@ -83,7 +114,9 @@ lint:
 pyc:
 	/usr/bin/python3 -m compileall -q pam_twofa
 
-test: deps pyc
+# Safe to run from two checkouts at once (README "Development"): no shared install is
+# changed, and each pytest run keeps its temp files in a run dir of its own.
+test: deps-apt deps-test-pip pyc
 	@$(MAKE) --no-print-directory lint
 	$(PYTHON) -m pytest -q -p no:cacheprovider
 
@@ -99,21 +132,22 @@ $(MAN_DIR)/%: doc/man/%.scd
 	mv '$@.tmp' '$@'
 
 clean:
-	rm -rf .mypy_cache .ruff_cache .pytest_cache build dist ./*.egg-info '$(PIP_STAMP)'
+	rm -rf .mypy_cache .ruff_cache .pytest_cache build dist ./*.egg-info '$(PIP_STAMP)' \
+	  '$(TEST_PIP_STAMP)'
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # pam-twofa against its peers (bench/, README "Performance and reliability"); as root.
 # Not part of `make test`.  Results in bench/results/ (JSON, PNG; git-ignored).
 # BENCH_ARGS, e.g. BENCH_ARGS='-n 50 --only pam'.
 BENCH_ARGS ?=
-bench: deps pyc
+bench: deps-apt deps-test-pip pyc
 	@$(PYTHON) -c 'import matplotlib' 2>/dev/null || $(PIP_INSTALL) matplotlib
 	$(PYTHON) -m bench $(BENCH_ARGS)
 
 # A sandboxed sshd on 127.0.0.1 with an enrolled demo user (tools/demo.py); all in a temp
 # dir, removed on exit.  DEMO_CHECK=1: log in once with ssh + an oathtool code, then exit.
 DEMO_CHECK ?=
-demo: deps pyc
+demo: deps-apt deps-test-pip pyc
 	$(PYTHON) tools/demo.py $(if $(filter 1 yes true,$(DEMO_CHECK)),--check)
 
 # The .deb (dpkg-buildpackage -us -uc -b on a copy of the tree) into debian-build/.

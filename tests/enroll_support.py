@@ -19,6 +19,9 @@ from pathlib import Path
 
 from tests.harness.pamenv import REPO_ROOT, PamEnv
 from tests.harness.procs import merge_env, setpriv_cmd
+from tests.harness.wait import wait_fresh_step
+
+wait_mid_step = wait_fresh_step  # the old name, kept for callers (one function)
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 LIBSTDBUF = "/usr/libexec/coreutils/libstdbuf.so"
@@ -180,13 +183,6 @@ def interactive_pamtester(env: PamEnv, service: str, user: str) -> Interactive:
     full_env = merge_env(env.wrapper_env(), {"LD_PRELOAD": LIBSTDBUF, "_STDBUF_O": "0"})
     return Interactive(["pamtester", "-v", service, user, "authenticate"], full_env,
                        cwd=env.root)
-
-
-def wait_mid_step(margin: float = 5.0, period: int = 30) -> None:
-    """Sleep past a step boundary closer than ``margin`` s."""
-    left = period - time.time() % period
-    if left < margin:
-        time.sleep(left + 0.05)
 
 
 def seed_for_reenrollment(state_dir: Path, user: str) -> None:

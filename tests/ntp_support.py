@@ -18,14 +18,14 @@ import threading
 import time
 from pathlib import Path
 
+from tests.harness.proctree import free_port, holds_port
+
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 NTP_EPOCH = 2208988800  # 1900-01-01 -> 1970-01-01
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port(kind=socket.SOCK_DGRAM)
 
 
 def ntp_time(t: float) -> bytes:
@@ -51,15 +51,22 @@ class Chronyd:
     """chronyd -x serving ``local stratum 10`` on 127.0.0.1:PORT; ``shift`` via faketime."""
 
     def __init__(self, workdir: Path, shift: int = 0, *, at: str | None = None,
-                 command_socket: bool = False) -> None:
+                 command_socket: bool = False, attempts: int = 3) -> None:
         """``at``: serve a clock started at this time (libfaketime's "@YYYY-MM-DD HH:MM:SS");
         ``command_socket``: let chronyc talk to it at ``self.command_socket``."""
         workdir.mkdir(parents=True, exist_ok=True)
+        for _ in range(attempts):  # the port may be taken after free_udp_port()
+            if self._start(workdir, shift, at, command_socket):
+                return
+            self.stop()
+        raise RuntimeError(f"chronyd did not serve within 10 s: {self.log.read_text()}")
+
+    def _start(self, workdir: Path, shift: int, at: str | None, command_socket: bool) -> bool:
         self.port = free_udp_port()
         conf = workdir / "chrony.conf"
         self.command_socket = workdir / "cmd" / "chronyd.sock"
         if command_socket:
-            self.command_socket.parent.mkdir(mode=0o700)
+            self.command_socket.parent.mkdir(mode=0o700, exist_ok=True)
         conf.write_text(
             f"port {self.port}\n"
             "bindaddress 127.0.0.1\n"
@@ -81,17 +88,20 @@ class Chronyd:
             self.proc = subprocess.Popen(
                 ["chronyd", "-x", "-d", "-4", "-u", "root", "-f", str(conf)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        self._wait_ready()
+        return self._wait_ready()
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self) -> bool:
+        """True once this chronyd holds its port and answers there (an answer alone
+        could come from another run's server that took the port first)."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"chronyd exited: {self.log.read_text()}")
-            if sntp_offset(self.port, 0.2) is not None:
-                return
-        self.stop()
-        raise RuntimeError(f"chronyd did not answer within 10 s: {self.log.read_text()}")
+                return False
+            if (holds_port(self.proc.pid, self.port, "udp")
+                    and sntp_offset(self.port, 0.2) is not None):
+                return True
+            time.sleep(0.02)
+        return False
 
     @property
     def server(self) -> str:

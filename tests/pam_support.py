@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 from tests.harness.pamenv import PamEnv, Result, oathtool
+from tests.harness.wait import wait_fresh_step
+
+wait_mid_step = wait_fresh_step  # the old name, kept for callers (one function)
 
 NOBODY = 65534
 PROMPT = "Verification code: "
@@ -34,14 +37,6 @@ def log_text(res: Result, service: str = "svc") -> str:
 
 def output(res: Result) -> str:
     return res.stdout + res.stderr
-
-
-def wait_mid_step(margin: float = 4.0, period: int = 30) -> None:
-    """Sleep past a step boundary closer than ``margin`` s, so codes computed now stay
-    in their step while a short sequence of logins runs."""
-    left = period - time.time() % period
-    if left < margin:
-        time.sleep(left + 0.05)
 
 
 def enroll(env: PamEnv, user: str) -> str:

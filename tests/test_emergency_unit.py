@@ -131,11 +131,6 @@ def test_verification_flow_in_the_store(store: FileStore, tmp_path: Path) -> Non
     assert state is not None and state.email is None
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
-    return CertAuthority(tmp_path_factory.mktemp("ca"))
-
-
 @pytest.fixture
 def mail(ca: CertAuthority) -> Iterator[tuple[MailServer, policy.Policy]]:
     with MailServer(ca.server_context(), "starttls") as srv:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.enroll_support import interactive_pamtester, shown_secret, wait_mid_step
+from tests.enroll_support import interactive_pamtester, shown_secret
 from tests.harness.pamenv import PamEnv, oathtool
+from tests.harness.wait import wait_fresh_step
 from tests.test_qr import decode_terminal
 
 PROMPT = "Enter the code from your app to finish enrollment"
@@ -36,7 +37,7 @@ def recovery_codes_in(text: str) -> list[str]:
 
 def inline_enroll(env: PamEnv, user: str = "alice") -> tuple[str, str, list[str]]:
     """One interactive login that enrolls: (secret, output, recovery codes)."""
-    wait_mid_step()
+    wait_fresh_step()
     proc = interactive_pamtester(env, "svc", user)
     proc.expect("assword")
     proc.send("secret")
@@ -145,7 +146,7 @@ def test_import_google_authenticator_file(pam_env: PamEnv, tmp_path: Path) -> No
     blob = (pam_env.state_dir / "users" / "carol.json").read_text()
     assert secret in blob and not any(code in blob for code in scratch)
     # its TOTP code logs in
-    wait_mid_step()
+    wait_fresh_step()
     res = pam_env.pamtester("svc", "carol", ["secret", oathtool(secret)])
     assert res.rc == 0, res
     # one of its scratch codes logs in, once
@@ -215,7 +216,7 @@ def test_admin_recovery_codes_and_enroll_png(pam_env: PamEnv, tmp_path: Path) ->
 def test_inline_each_login_gets_its_own_secret(inline_env: PamEnv) -> None:
     """Issue 11 finding 4: a login that read the pending secret and hung up made the next
     login (the victim's) show and enroll that same secret. Each login now has its own."""
-    wait_mid_step()
+    wait_fresh_step()
     first = interactive_pamtester(inline_env, "svc", "alice")
     first.expect("assword")
     first.send("secret")

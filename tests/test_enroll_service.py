@@ -22,9 +22,9 @@ from tests.enroll_support import (
     interactive_client,
     running_service,
     shown_secret,
-    wait_mid_step,
 )
 from tests.harness.pamenv import PamEnv, oathtool
+from tests.harness.wait import wait_fresh_step, wait_until
 
 PROMPT = "Enter the code from your app to finish enrollment"
 
@@ -89,7 +89,7 @@ def enroll_via_client(env: PamEnv, service: Service, user: str, png: Path | None
     uid = env.users[user].uid
     args = ["--qr", "utf8"] + (["--png", str(png)] if png else [])
     proc = interactive_client(env, service, args, uid)
-    wait_mid_step()
+    wait_fresh_step()
     text = proc.expect(PROMPT)
     secret = shown_secret(text)
     uri_match = URI_RE.search(text)
@@ -229,8 +229,9 @@ def test_one_request_at_a_time_per_uid(world: PamEnv) -> None:
             holder.connect(str(service.socket))  # alice's request in progress (not yet sent)
         finally:
             os.seteuid(0)
-        time.sleep(0.3)
-        busy = raw_request(service, b'{"op": "status"}\n', uid=alice)
+        # until the service has accepted the holder, alice's requests are served
+        busy = wait_until(lambda: raw_request(service, b'{"op": "status"}\n', uid=alice),
+                          lambda r: r.get("error") == "busy", what="alice held up")
         assert busy["ok"] is False and busy["error"] == "busy"
         other = raw_request(service, b'{"op": "status"}\n', uid=world.users["bob"].uid)
         assert other["ok"] is True  # another uid is not held up
@@ -361,7 +362,7 @@ def test_self_reenrollment_revokes_devices_and_codes(world: PamEnv) -> None:
         proc = interactive_client(world, service, ["--qr", "none"], bob.uid)
         proc.expect("Current code from your app")
         proc.send(codes[0])
-        wait_mid_step()
+        wait_fresh_step()
         secret = shown_secret(proc.expect(PROMPT))
         proc.send(oathtool(secret))
         rc, out = proc.finish()

@@ -18,9 +18,9 @@ from tests.enroll_support import (
     interactive_client,
     running_service,
     shown_secret,
-    wait_mid_step,
 )
 from tests.harness.pamenv import REPO_ROOT, PamEnv, oathtool
+from tests.harness.wait import wait_fresh_step
 
 UNITS = REPO_ROOT / "systemd"
 SOCKET = "pam-twofa-enroll.socket"
@@ -159,7 +159,7 @@ def test_if_needed_enrolls_only_users_who_must(pam_env: PamEnv) -> None:
         rc, out = proc.finish()
         assert (rc, out) == (0, "")
         # alice is: asked, then enrolled
-        wait_mid_step()
+        wait_fresh_step()
         proc = interactive_client(pam_env, service, ["--if-needed", "--qr", "ascii"],
                                   pam_env.users["alice"].uid)
         proc.expect("Set it up now?")

@@ -3,14 +3,17 @@ C host (pamtester), so that failures in real tests point at the module, not the 
 
 from __future__ import annotations
 
-import glob
 import os
+import shutil
 import stat
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.harness.pamenv import FIXTURE_MODULE, PAM_TMP_GLOB, PamEnv, oathtool
+from tests.harness import rundir
+from tests.harness.pamenv import FIXTURE_MODULE, PAM_MARKER, PamEnv, oathtool
 from tests.harness.procs import merge_env
 
 NOBODY = 65534
@@ -112,7 +115,6 @@ def test_pam_rhost_reaches_module(fx: PamEnv) -> None:
 
 
 def test_as_uid(fx: PamEnv) -> None:
-    before = set(glob.glob(PAM_TMP_GLOB))
     fx.add_user("nob", uid=NOBODY, groups=["wheel"])
     res = fx.pamtester("fx", "nob", ["secret", "123456"], as_uid=NOBODY)
     assert res.rc == 0, res
@@ -120,8 +122,9 @@ def test_as_uid(fx: PamEnv) -> None:
     assert f"uid={NOBODY} euid={NOBODY} " in line and "groups=nob,wheel" in line
     refused = fx.pamtester("fx", "nob", ["secret", "000000"], as_uid=NOBODY)
     assert refused.rc != 0, refused
-    # setpriv itself is not preloaded, so it leaves no /tmp/pam.X behind
-    assert set(glob.glob(PAM_TMP_GLOB)) <= before
+    # setpriv itself is not preloaded, so it leaves no /tmp/pam.X behind (only this
+    # world's are counted: other test runs make and remove theirs meanwhile)
+    assert fx.pam_tmp_dirs() == []
 
 
 def test_many_log_lines_are_drained_while_running(pam_env: PamEnv) -> None:
@@ -155,13 +158,28 @@ def test_close_cleans_up(tmp_path: Path) -> None:
     env.add_user("nob", uid=NOBODY)
     env.service("fx", module=FIXTURE_MODULE)
     assert env.pamtester("fx", "nob", ["secret", "123456"], as_uid=NOBODY).rc == 0
-    leftover = Path("/tmp/pam.harness-selftest")
-    leftover.mkdir()  # stands for a dir pam_wrapper left behind during the test
-    env.close()
-    assert not leftover.exists()
+    # Stand-ins (unique names: another run may run this test at once) for copies of the
+    # service dir that pam_wrapper left: this world's, its host gone -> removed; this
+    # world's without a pid yet (a host starting) and another world's -> kept.
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    made = [Path(tempfile.mkdtemp(prefix="pam.", dir="/tmp")) for _ in range(3)]
+    leftover, starting, foreign = made
+    for path, root, pid in ((leftover, env.root, dead.stdout), (starting, env.root, None),
+                            (foreign, tmp_path, dead.stdout)):
+        (path / PAM_MARKER).write_text(f"{root}\n")
+        if pid:
+            (path / "pid").write_text(pid)
+    try:
+        assert set(made[:2]) <= set(env.pam_tmp_dirs()) and foreign not in env.pam_tmp_dirs()
+        env.close()
+        assert not leftover.exists()
+        assert starting.exists() and foreign.exists()
+    finally:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
     assert not env.log_socket.exists()
-    # the search bits allow_uid() added to pytest's 0700 dirs are taken back
-    assert not stat.S_IMODE(tmp_path.stat().st_mode) & stat.S_IXOTH
+    # allow_uid() opened only this run's dirs (they go with the run dir), no parent above
+    assert stat.S_IMODE(tmp_path.stat().st_mode) & stat.S_IXOTH and rundir.may_chmod(tmp_path)
 
 
 def test_oathtool_rfc6238_vectors() -> None:

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from tests.harness.pamenv import ENTRY_MODULE, PamEnv, oathtool
-from tests.pam_support import enroll, wait_mid_step
+from tests.harness.wait import wait_fresh_step
+from tests.pam_support import enroll
 
 PROBE = Path(__file__).resolve().parent / "harness" / "import_probe.py"
 LOGIN_MODULES = {
@@ -35,7 +36,7 @@ def test_totp_login_imports_only_the_login_path(tw: PamEnv) -> None:
     tw.service("probe", f"ENTRY={ENTRY_MODULE} out={out}", module=PROBE)
     tw.write_policy("mandatory: {scope: admins}\n")
     secret = enroll(tw, "alice")  # twofa-admin compiled the policy cache on the way
-    wait_mid_step()
+    wait_fresh_step()
     lean = imported(tw, oathtool(secret), out)
     assert lean - ALLOWED_OTHERS == LOGIN_MODULES, sorted(lean ^ LOGIN_MODULES)
     # the probe does see imports: an edited policy is parsed again, with yaml

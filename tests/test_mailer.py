@@ -27,11 +27,6 @@ SLACK = 2.0  # the issue's bound: refused within timeout_seconds + 2 s
 TO = "alice@example.com"
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
-    return CertAuthority(tmp_path_factory.mktemp("ca"))
-
-
 @pytest.fixture
 def password_file(tmp_path: Path) -> Path:
     path = tmp_path / "smtp-password"

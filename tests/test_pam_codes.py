@@ -7,6 +7,7 @@ import re
 import time
 
 from tests.harness.pamenv import PamEnv, oathtool
+from tests.harness.wait import wait_fresh_step
 from tests.pam_support import (
     PROMPT,
     enroll,
@@ -14,7 +15,6 @@ from tests.pam_support import (
     login,
     output,
     status,
-    wait_mid_step,
     wrong_code,
 )
 
@@ -70,7 +70,7 @@ def test_wrong_password_right_code_refused(tw: PamEnv) -> None:
 
 def test_same_code_twice_second_refused(tw: PamEnv) -> None:
     secret = enroll(tw, "alice")
-    wait_mid_step()
+    wait_fresh_step()
     code = oathtool(secret)
     first = login(tw, "alice", code)
     assert first.rc == 0, first
@@ -84,7 +84,7 @@ def test_same_code_twice_second_refused(tw: PamEnv) -> None:
 def test_code_two_steps_old_refused_one_step_old_accepted(tw: PamEnv) -> None:
     tw.write_policy("totp: {window: 1}\n")
     secret = enroll(tw, "alice")
-    wait_mid_step()
+    wait_fresh_step()
     now = int(time.time())
     two_old, one_old = oathtool(secret, at=now - 60), oathtool(secret, at=now - 30)
     assert two_old != oathtool(secret, at=now)  # else the test proves nothing
@@ -100,7 +100,7 @@ def test_code_two_steps_old_refused_one_step_old_accepted(tw: PamEnv) -> None:
 def test_window_zero_refuses_previous_step(tw: PamEnv) -> None:
     tw.write_policy("totp: {window: 0}\n")
     secret = enroll(tw, "alice")
-    wait_mid_step()
+    wait_fresh_step()
     res = login(tw, "alice", oathtool(secret, at=int(time.time()) - 30))
     assert res.rc != 0, res
     assert log_text(res).endswith("reason=bad-code failures=1")

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.harness.pamenv import PAM_MATRIX, PamEnv, oathtool
 from tests.harness.procs import LogSocket, private_tmp_cmd, run_many
-from tests.pam_support import enroll, log_text, login, output, status, wait_mid_step, wrong_code
+from tests.harness.wait import wait_fresh_step
+from tests.pam_support import enroll, log_text, login, output, status, wrong_code
 
 
 # --------------------------------------------------------------------------------- lockout
@@ -81,17 +78,11 @@ def test_progressive_lockout_unlock_and_reset(tw: PamEnv) -> None:
 
 
 @pytest.fixture
-def vt() -> Iterator[PamEnv]:
+def vt(pam_env_outside_tmp: PamEnv) -> PamEnv:
     """Like ``tw``, rooted outside /tmp: for hosts that each get a private /tmp."""
-    root = Path(tempfile.mkdtemp(prefix="twofa-core-", dir="/var/tmp"))
-    env = PamEnv(root)
-    try:
-        env.add_user("alice", groups=["wheel"])
-        env.service("svc")
-        yield env
-    finally:
-        env.close()
-        shutil.rmtree(root, ignore_errors=True)
+    pam_env_outside_tmp.add_user("alice", groups=["wheel"])
+    pam_env_outside_tmp.service("svc")
+    return pam_env_outside_tmp
 
 
 def run_concurrently(env: PamEnv, user: str, code: str, n: int) -> tuple[list[int], list[str]]:
@@ -143,7 +134,7 @@ def test_concurrent_wrong_codes_lock_after_exactly_max_failures(vt: PamEnv) -> N
 def test_concurrent_same_right_code_accepted_once(vt: PamEnv) -> None:
     vt.write_policy("lockout: {max_failures: 100}\n")  # replays count as wrong codes
     secret = enroll(vt, "alice")
-    wait_mid_step()
+    wait_fresh_step()
     codes, lines = run_concurrently(vt, "alice", oathtool(secret), 8)
     assert sorted(codes)[:2] == [0, 1], codes  # exactly one success ...
     assert codes.count(0) == 1, codes

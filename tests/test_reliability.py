@@ -29,6 +29,7 @@ from pam_twofa.paths import Paths
 from pam_twofa.store import FileStore
 from tests.harness.pamenv import PamEnv, oathtool
 from tests.harness.procs import private_tmp_cmd, run_many
+from tests.harness.wait import wait_fresh_step
 
 KILLS = 1000
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
@@ -160,19 +161,10 @@ def rel(pam_env: PamEnv) -> PamEnv:
 
 
 @pytest.fixture
-def wide(tmp_path: Path) -> Iterator[PamEnv]:
+def wide(pam_env_outside_tmp: PamEnv) -> PamEnv:
     """A PamEnv outside /tmp, for hosts that each get a private /tmp."""
-    import shutil
-    import tempfile
-
-    root = Path(tempfile.mkdtemp(prefix="twofa-rel-", dir="/var/tmp"))
-    env = PamEnv(root)
-    try:
-        env.add_user("alice")
-        yield env
-    finally:
-        env.close()
-        shutil.rmtree(root, ignore_errors=True)
+    pam_env_outside_tmp.add_user("alice")
+    return pam_env_outside_tmp
 
 
 def test_64_concurrent_wrong_codes_fail_exactly_64(wide: PamEnv) -> None:
@@ -226,12 +218,6 @@ def _warm(env: PamEnv) -> bytes:
     return (env.state_dir / "users" / "alice.json").read_bytes()
 
 
-def _wait_mid_step() -> None:
-    left = 30 - time.time() % 30
-    if left < 3:
-        time.sleep(left + 0.05)
-
-
 def test_disk_full_refuses_with_log_line_state_intact(rel: PamEnv) -> None:
     with _mounted(rel.state_dir, "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs"):
         _enroll(rel.state_dir, "alice")
@@ -245,7 +231,7 @@ def test_disk_full_refuses_with_log_line_state_intact(rel: PamEnv) -> None:
         finally:
             os.close(fd)
         assert full.value.errno == errno.ENOSPC
-        _wait_mid_step()
+        wait_fresh_step()
         code = oathtool(SECRET)
         rc, line = _login(rel, code)
         print(f"\ndisk full: {line}")
@@ -265,7 +251,7 @@ def test_read_only_state_dir_refuses_with_log_line_state_intact(rel: PamEnv) -> 
     before = _warm(rel)
     with _mounted(rel.state_dir, "--bind", str(rel.state_dir)):
         _mount("-o", "remount,bind,ro", str(rel.state_dir))
-        _wait_mid_step()
+        wait_fresh_step()
         code = oathtool(SECRET)
         rc, line = _login(rel, code)
         print(f"\nread-only: {line}")

@@ -16,7 +16,7 @@ import pytest
 
 from pam_twofa import single
 from tests.harness.pamenv import PAM_SET_ITEMS, PamEnv, oathtool
-from tests.harness.sshclient import CLIENTS, Login
+from tests.harness.sshclient import Login
 from tests.harness.sshd import SshServer, authtok_line
 
 PROMPT = "Password and verification code:"
@@ -89,11 +89,6 @@ def test_pamtester_user_out_of_scope_whole_answer_is_password(env: PamEnv) -> No
     assert "result=ignored reason=not-enrolled" in "".join(res.log_lines)
     res = env.pamtester("single", "bob", ["secret123456"])
     assert res.rc != 0, res  # no digits are taken off a user without 2FA
-
-
-@pytest.fixture(params=sorted(CLIENTS))
-def client(request: pytest.FixtureRequest) -> Callable[..., Login]:
-    return CLIENTS[request.param]
 
 
 def test_sshd_single_prompt(sshd_env: SshServer, client: Callable[..., Login]) -> None:

@@ -11,17 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.sshclient import CLIENTS, Login, make_key
+from tests.harness.sshclient import Login, make_key
 from tests.harness.sshd import KEY_AND_KBD, SshServer
 
 Client = Callable[..., Login]
 PW = ("Password:", "secret")
 POLICY = "mandatory: {scope: selected, users: [alice]}\n"
-
-
-@pytest.fixture(params=sorted(CLIENTS))
-def client(request: pytest.FixtureRequest) -> Client:
-    return CLIENTS[request.param]
 
 
 @pytest.fixture

@@ -10,21 +10,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from pam_twofa import trust
-from tests.harness.sshclient import CLIENTS, Login, fingerprint, make_key
+from tests.harness.sshclient import Login, fingerprint, make_key
 from tests.harness.sshd import KEY_AND_KBD, SshServer
 
 Client = Callable[..., Login]
 PW = ("Password:", "secret")
 TRUST_ON = "trusted_devices: {enabled: true, days: 30, max_per_user: 10"
 NO_CODE = ("Verification code:", "000000")
-
-
-@pytest.fixture(params=sorted(CLIENTS))
-def client(request: pytest.FixtureRequest) -> Client:
-    return CLIENTS[request.param]
 
 
 def setup(server: SshServer, trust_extra: str = "", key_login: bool = False) -> str:

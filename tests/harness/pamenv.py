@@ -17,18 +17,18 @@ interpreter (Debian's Python), not in the interpreter that runs pytest.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import shlex
-import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from tests.harness import rundir
 from tests.harness.procs import (
     SYSTEM_PATH,
     LogSocket,
@@ -59,17 +59,30 @@ PAM_MATRIX = PAM_WRAPPER_DIR / "pam_matrix.so"
 FIRST_UID = 4242
 FIRST_GID = 4210
 PAM_TMP_GLOB = "/tmp/pam.*"  # pam_wrapper's per-process copies of the stack
+# A file in every PamEnv's service dir naming its root: pam_wrapper copies the whole dir
+# into each /tmp/pam.X it makes, so the copies of this world's hosts can be told from
+# those of other worlds and other test runs (/tmp is shared by all of them).
+PAM_MARKER = ".twofa-harness-root"
+PAM_TMP_SETUP_GRACE = 30.0  # s: a /tmp/pam.X without its pid file yet may be in the making
 
 
 def _owner_alive(pam_tmp: Path) -> bool:
-    """pam_wrapper writes its pid into each /tmp/pam.X it makes."""
+    """pam_wrapper writes its pid into each /tmp/pam.X it makes, just after mkdir: a dir
+    without a readable pid may belong to a host starting right now (this run's or
+    another's, /tmp is shared), so it counts as alive until it is a while old."""
     try:
         pid = int((pam_tmp / "pid").read_text().strip())
+    except (OSError, ValueError):
+        try:
+            return time.time() - pam_tmp.stat().st_mtime < PAM_TMP_SETUP_GRACE
+        except OSError:
+            return False  # gone already
+    try:
         os.kill(pid, 0)
     except PermissionError:
         return True  # alive, another user's
-    except (OSError, ValueError):
-        return False  # no pid file, garbage, or no such process (ESRCH)
+    except OSError:
+        return False  # no such process (ESRCH)
     try:  # a zombie is dead (in a container whose pid 1 never reaps, it stays one)
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
     except (OSError, IndexError):
@@ -110,10 +123,9 @@ class PamEnv:
         self.groups: dict[str, tuple[int, list[str]]] = {}  # name -> (gid, members)
         self.services: list[str] = []
         self.stray_log_lines: list[str] = []  # datagrams that arrived between calls
-        self._chmodded: list[tuple[Path, int]] = []
-        self._pam_tmp_before = set(glob.glob(PAM_TMP_GLOB))
 
         self.pam_dir.mkdir(parents=True, exist_ok=True)
+        (self.pam_dir / PAM_MARKER).write_text(f"{self.root}\n")
         self.home.mkdir(exist_ok=True)
         self.state_dir.mkdir(mode=0o700, exist_ok=True)
         self.state_dir.chmod(0o700)
@@ -129,14 +141,24 @@ class PamEnv:
 
     # ---------------------------------------------------------------- lifecycle
     def close(self) -> None:
+        """Close the log socket; remove this world's /tmp/pam.X left by dead hosts (never
+        another world's or another run's, never one whose host still runs)."""
         self._log.close()
-        for path, mode in reversed(self._chmodded):
-            with contextlib.suppress(OSError):
-                path.chmod(mode)
-        self._chmodded.clear()
-        for leftover in set(glob.glob(PAM_TMP_GLOB)) - self._pam_tmp_before:
-            if not _owner_alive(Path(leftover)):  # never pull a dir from under a live host
+        for leftover in self.pam_tmp_dirs():
+            if not _owner_alive(leftover):
                 subprocess.run(["rm", "-rf", "--one-file-system", leftover], check=False)
+
+    def pam_tmp_dirs(self) -> list[Path]:
+        """The /tmp/pam.X copies of this world's service dir (by PAM_MARKER), live or not."""
+        found = []
+        for path in glob.glob(PAM_TMP_GLOB):
+            try:
+                ours = (Path(path) / PAM_MARKER).read_text().strip() == str(self.root)
+            except OSError:
+                continue
+            if ours:
+                found.append(Path(path))
+        return found
 
     def __enter__(self) -> PamEnv:
         return self
@@ -278,15 +300,14 @@ class PamEnv:
     def allow_uid(self, uid: int) -> None:
         """Let ``uid`` traverse every ancestor of $T (pytest makes its dirs 0700).
 
-        Only the search bit for others is added, and it is taken back in close().
+        Only directories of this run get o+x: $T itself (handed to this PamEnv), and its
+        ancestors under a root of tests/harness/rundir.py (the run dir holding pytest's
+        basetemp). A shared parent (another run's, or pytest's ``pytest-of-<user>``,
+        which every pytest run resets to 0700) is never changed: it is an error instead.
         """
         if uid == os.geteuid():
             return
-        for path in [self.root, *self.root.parents]:
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if not mode & stat.S_IXOTH:
-                self._chmodded.append((path, mode))
-                path.chmod(mode | stat.S_IXOTH)
+        rundir.let_others_traverse(self.root, also=self.root)
 
     def _as_uid(
         self, cmd: list[str], env: dict[str, str], as_uid: int | None

@@ -3,7 +3,8 @@
 A connection child outliving its listener is reparented to pid 1, which in containers
 may never reap it, and a zombie would keep its /tmp/pam.* "in use": ``SshServer.stop``
 collects the listener's ``descendants`` and ``kill_wait``s them, ``SshServer.reap``
-kills the ``leftover_pids`` of its $T.  Also ``free_port``, the port sshd listens on.
+kills the ``leftover_pids`` of its $T.  Also ``free_port`` (the kernel's pick, released:
+servers started on it retry on a new one when it was taken meanwhile) and ``holds_port``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,36 @@ import time
 from pathlib import Path
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now on ``host`` (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A TCP (or ``kind``) port free right now on ``host`` (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def holds_port(pid: int, port: int, proto: str = "tcp", host: str = "127.0.0.1") -> bool:
+    """Whether process ``pid`` has a socket bound to ``host:port`` (IPv4, from /proc):
+    a server started on a port picked earlier may have lost it to another process (of
+    another test run) and a probe of the port would then reach that one."""
+    want = "{:08X}:{:04X}".format(int.from_bytes(socket.inet_aton(host), "little"), port)
+    inodes = set()
+    try:
+        lines = Path(f"/proc/net/{proto}").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 9 and fields[1] == want:
+            inodes.add(f"socket:[{fields[9]}]")
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+    return False
 
 
 def running(pid: int) -> bool:

@@ -5,6 +5,10 @@
 against ``tokens``), refuses recipients containing ``reject``, and keeps every
 accepted message. ``black_hole()`` is a listening socket that never answers (the
 kernel completes the handshake, nobody reads); ``closed_port()`` has no listener.
+
+Ports: the kernel's pick (bind to port 0). A port picked and released may be taken by
+someone else (another test run) before the server binds it: ``MailServer`` then starts
+again on another; ``closed_port`` keeps its port bound (never listening) so nobody can.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from tests.harness.proctree import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["CertAuthority", "MailServer", "Received", "black_hole", "closed_port", "free_port"]
+
+
+_HELD: list[socket.socket] = []  # closed_port()'s sockets, bound for the whole run
+START_ATTEMPTS = 3
 
 
 @contextlib.contextmanager
@@ -47,8 +53,12 @@ def black_hole() -> Iterator[int]:
 
 
 def closed_port() -> int:
-    """A loopback port with no listener (connections are refused)."""
-    return free_port()
+    """A loopback port with no listener (connections are refused): bound by a socket
+    that never listens and stays open, so no other process can start listening there."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _HELD.append(s)
+    return int(s.getsockname()[1])
 
 
 @dataclass
@@ -140,7 +150,7 @@ class MailServer:
         self.mode = mode
         self.users = dict(users or {})
         self.handler = _Handler(tokens=dict(tokens or {}))
-        self.port = free_port()
+        self.tls = tls
         kwargs: dict[str, Any] = {
             "authenticator": self._authenticate,
             "auth_required": bool(self.users or self.handler.tokens),
@@ -150,10 +160,17 @@ class MailServer:
         }
         if mode == "starttls":
             kwargs.update(tls_context=tls, require_starttls=True)
-        self.controller = Controller(
+        self.server_kwargs = kwargs
+        self.port = 0
+        self.controller = self._controller()
+
+    def _controller(self) -> Controller:
+        """A controller on a newly picked free port (not started)."""
+        self.port = free_port()
+        return Controller(
             self.handler, hostname="127.0.0.1", port=self.port,
-            ssl_context=tls if mode == "ssl" else None, server_kwargs=kwargs,
-            ready_timeout=10,
+            ssl_context=self.tls if self.mode == "ssl" else None,
+            server_kwargs=self.server_kwargs, ready_timeout=10,
         )
 
     def _authenticate(self, server: SMTP, session: Session, envelope: Envelope,
@@ -165,8 +182,15 @@ class MailServer:
         return AuthResult(success=False, handled=False)
 
     def __enter__(self) -> MailServer:
-        self.controller.start()
-        return self
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self.controller.start()
+                return self
+            except OSError:  # the port was taken after free_port() released it
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                self.controller = self._controller()
+        raise AssertionError("unreachable")
 
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()

@@ -53,7 +53,15 @@ from pam_twofa.paths import Paths
 from pam_twofa.store import FileStore
 from tests.harness.pamenv import ENTRY_MODULE, PAM_MATRIX, PAM_SET_ITEMS, PamEnv, User, oathtool
 from tests.harness.procs import SYSTEM_PATH, LogSocket, setpriv_cmd
-from tests.harness.proctree import descendants, free_port, kill_wait, leftover_pids, running
+from tests.harness.proctree import (
+    descendants,
+    free_port,
+    holds_port,
+    kill_wait,
+    leftover_pids,
+    running,
+)
+from tests.harness.wait import wait_fresh_step
 
 SSHD = "/usr/sbin/sshd"
 NOBODY = 65534
@@ -210,7 +218,7 @@ class SshServer:
             for step in (now_step - 1, now_step, now_step + 1):
                 if step > last and (step >= now_step or left > 5):
                     return oathtool(secret, at=step * period, digits=digits, period=period)
-            time.sleep(left + 0.05)
+            wait_fresh_step(0, period, after=now_step)
 
     def write_config(self) -> Path:
         keys = self.keys_dir
@@ -268,7 +276,9 @@ class SshServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            if self.pidfile.exists():
+            # our sshd bound the port (it writes its PidFile after binding; holds_port:
+            # a listener there could be another run's that took the port first)
+            if self.pidfile.exists() and holds_port(self.proc.pid, self.port):
                 try:
                     with socket.create_connection((self.host, self.port), timeout=1):
                         return True
