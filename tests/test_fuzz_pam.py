@@ -11,12 +11,13 @@ syslog socket); the same paths run through pamtester in test_pam_*.py.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from pam_twofa import core, pam_entry, pamface, totp
@@ -26,8 +27,10 @@ from pam_twofa.errors import TwofaError, UsageError
 from pam_twofa.paths import Paths
 from pam_twofa.policy import build
 from pam_twofa.policyfile import parse_text
-from pam_twofa.store import FileStore
+from pam_twofa.store import FileStore, validate_user_name
+from tests.harness.pamenv import PamEnv
 from tests.harness.procs import LogSocket
+from tests.pam_support import enroll, log_text, status
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -108,6 +111,17 @@ envs = st.dictionaries(st.sampled_from(["SSH_CONNECTION", "SSH_AUTH_INFO_0", "OT
                        max_size=3)
 
 
+def _plain_name(user: str | None) -> bool:
+    """Whether the face takes ``user`` as an honest name (else: hostile input)."""
+    if user is None or user == CONV_ERR:
+        return True  # no name was read
+    try:
+        validate_user_name(user)
+    except TwofaError:
+        return False
+    return True
+
+
 def test_pam_entries_return_deliberate_codes(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     policy = tmp_path / "policy.yaml"
@@ -141,6 +155,8 @@ def test_pam_entries_return_deliberate_codes(tmp_path: Path) -> None:
         except UsageError:  # bad argument: failmode= still applies, the line still goes out
             modes = [a for a in extra if a in ("failmode=safe", "failmode=secure")]
             safe = bool(modes) and modes[-1] == "failmode=safe"  # the last one given wins
+            # never failmode: a hostile user name, or the old one-line single_prompt
+            safe = safe and "single_prompt" not in extra and _plain_name(user)
             assert rc == (FakePamh.PAM_IGNORE if safe else FakePamh.PAM_AUTH_ERR), (rc, lines)
             assert any(" reason=bad-argument " in line for line in lines), lines
         else:
@@ -200,3 +216,32 @@ def test_core_with_any_answer(tmp_path: Path) -> None:
             assert decision.reason in ("bad-code", "no-answer"), decision
 
     decide()
+
+
+def test_pamtester_conversation_any_bytes(tw: PamEnv) -> None:
+    """Issue 11, finding 2: any bytes at the code prompt, through the real pam_python
+    (which decodes strictly), under both failmodes: never PAM_SUCCESS or PAM_IGNORE for
+    an enrolled user, and every answer counts as a wrong code."""
+    tw.write_policy("mandatory: {scope: all}\nlockout: {max_failures: 1000}\n")
+    tw.service("fm-safe", "failmode=safe")
+    tw.service("fm-secure", "failmode=secure")
+    enroll(tw, "alice")
+    counted = [0]
+
+    @settings(max_examples=24, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"\xff")),
+           st.sampled_from(["fm-safe", "fm-secure"]))
+    @example(b"\xff\xfe", "fm-safe")
+    @example(b"12\xe93456", "fm-safe")
+    @example(b"\xed\xa0\x80", "fm-safe")  # an encoded surrogate: not UTF-8 either
+    def login(answer: bytes, service: str) -> None:
+        assume(not re.fullmatch(rb"[0-9 \t\r\x00]*", answer))  # never by luck a code
+        res = tw.pamtester(service, "alice", [b"secret", answer])
+        assert res.rc != 0, res
+        counted[0] += 1
+        assert log_text(res, service).endswith(
+            f"result=refused reason=bad-code failures={counted[0]}"), res
+
+    login()
+    assert status(tw, "alice")["failures"] == counted[0] >= 24
