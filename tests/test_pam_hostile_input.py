@@ -70,3 +70,22 @@ def test_undecodable_rhost_is_absent(tw: PamEnv, failmode: str) -> None:
     res = tw.pamtester("fm", "alice", ["secret", tw.oathtool(secret)], env=rhost)
     assert res.rc == 0, res
     assert log_text(res, "fm").endswith("user=alice rhost=h\\xffst result=success reason=ok")
+
+
+def test_internal_error_after_the_answer_is_a_refusal(tw: PamEnv, failmode: str) -> None:
+    """The rule is structural: any internal error once the code was asked refuses, under
+    failmode=safe too (before: PAM_IGNORE, the password alone logged in). The error here:
+    the user's lock file is a symlink (O_NOFOLLOW), which only the check after the
+    answer opens."""
+    enroll(tw, "alice")
+    lock = tw.state_dir / "locks" / "alice.lock"
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(tw.root / "elsewhere")
+    res = tw.pamtester("fm", "alice", ["secret", "123456"])
+    assert res.rc != 0, res
+    assert PROMPT in output(res) and "unavailable" in output(res)
+    assert log_text(res, "fm").startswith(
+        "pam_twofa(fm:auth): user=alice rhost=- result=refused reason=state-error "
+        "after_input=yes error: cannot open lock "), res
+    bob = tw.pamtester("fm", "bob", ["secret"])  # not enrolled, no prompt: as before
+    assert bob.rc == 0, bob  # grace (scope all, grace_days default)
