@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from pam_twofa import core, pam_entry, pamface, totp
+from pam_twofa import core, pam_entry, pamface, single, totp
 from pam_twofa.accounts import Account
 from pam_twofa.clock import Clock, FixedClock
 from pam_twofa.errors import TwofaError, UsageError
@@ -69,6 +69,7 @@ class FakePamh:
         self.rhost = rhost
         self.env = env
         self.authtok: str | None = None
+        self.oldauthtok: str | None = None
         self.asked: list[str] = []
 
     def get_user(self, prompt: str | None = None) -> str | None:
@@ -100,7 +101,9 @@ users = st.one_of(st.sampled_from(["root", "nobody", "no-such-user-xyz", CONV_ER
                                    "../x", "a/b", "x\ny", "u" * 300]), st.text(max_size=12))
 extra_args = st.lists(
     st.one_of(st.sampled_from(["debug", "failmode=safe", "failmode=secure", "failmode=open",
-                               "single_prompt", "debug=1", "=", "policy=", "state_dir=rel"]),
+                               "single_prompt", "debug=1", "=", "policy=", "state_dir=rel",
+                               "single_prompt=ask", "single_prompt=verify", "single_prompt=x",
+                               "require_publickey", "unprivileged=ignore", "unprivileged=no"]),
               st.text(max_size=10).filter(lambda a: not a.startswith(
                   ("policy=/", "state_dir=/", "log_socket=/")))),
     max_size=2)
@@ -150,6 +153,12 @@ def test_pam_entries_return_deliberate_codes(tmp_path: Path) -> None:
         rc = pam_entry.pam_sm_authenticate(pamh, flags, [*base, *extra])
         lines = sock.drain()
         assert rc in deliberate, (rc, lines)
+        key_info = env.get("SSH_AUTH_INFO_0")
+        if "require_publickey" in extra and not pamface.has_publickey(
+                key_info if isinstance(key_info, str) else None):
+            assert rc == FakePamh.PAM_AUTH_ERR, (rc, lines)  # first, whatever else is wrong
+            assert any(" result=refused reason=no-publickey" in x for x in lines), lines
+            return
         try:
             pamface.parse_args([*base[1:], *extra])
         except UsageError:  # bad argument: failmode= still applies, the line still goes out
@@ -160,7 +169,12 @@ def test_pam_entries_return_deliberate_codes(tmp_path: Path) -> None:
             assert rc == (FakePamh.PAM_IGNORE if safe else FakePamh.PAM_AUTH_ERR), (rc, lines)
             assert any(" reason=bad-argument " in line for line in lines), lines
         else:
-            assert any(" result=" in line for line in lines), lines  # one decision line
+            if "single_prompt=ask" in extra and pamh.oldauthtok is not None:
+                # the ask line decides nothing: it kept the code for a verify line
+                assert rc == FakePamh.PAM_IGNORE, (rc, lines)
+                assert pamh.asked == [single.PROMPT], pamh.asked
+            else:
+                assert any(" result=" in line for line in lines), lines  # one decision line
         if rc == FakePamh.PAM_SUCCESS:  # only the enrolled user, only with the right code
             assert user == "root" and RIGHT in said, (said, lines)
         seen.add(rc)
