@@ -37,6 +37,16 @@ TAGS = (TAG_ADMIN, TAG_ENROLL_SERVICE, TAG_CLOCKCHECK)
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@+:/[]")
 
 
+def _hex(c: str) -> str:
+    """``\\xHH`` for each byte of ``c``; a surrogate-escaped byte (input that was not
+    UTF-8) as the byte it stands for."""
+    try:
+        raw = c.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        raw = c.encode("utf-8", "backslashreplace")
+    return "".join(f"\\x{b:02x}" for b in raw)
+
+
 def escape(value: object) -> str:
     """A value as one token: unsafe characters become ``\\xHH``; empty is ``-``."""
     text = str(value)
@@ -44,14 +54,12 @@ def escape(value: object) -> str:
         return "-"
     if all(c in _SAFE for c in text):
         return text
-    return "".join(c if c in _SAFE else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
+    return "".join(c if c in _SAFE else _hex(c) for c in text)
 
 
 def clean(text: str) -> str:
     """Free text for the end of a line: printable ASCII kept, the rest ``\\xHH``."""
-    return "".join(
-        c if " " <= c <= "~" else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text
-    )
+    return "".join(c if " " <= c <= "~" else _hex(c) for c in text)
 
 
 def _ident() -> str:

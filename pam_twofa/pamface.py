@@ -2,13 +2,19 @@
 
 Module arguments (after the module path), strictly parsed like the policy:
 ``policy=FILE``, ``state_dir=DIR``, ``log_socket=PATH``, ``failmode=secure|safe``,
-``debug``, ``single_prompt`` (see ``pam_twofa.single``). They override the policy
-file (defaults < file < arguments). Nothing is read from the environment except the
-PAM environment sshd hands over (SSH_CONNECTION, SSH_AUTH_INFO_0), which
-describes the login, not the config.
+``debug``, ``single_prompt=ask|verify`` (see ``pam_twofa.single``),
+``require_publickey``, ``unprivileged=refuse|ignore`` (see ``pam_twofa.caller``).
+They override the policy file (defaults < file < arguments). Nothing is read from
+the environment except the PAM environment sshd hands over (SSH_CONNECTION,
+SSH_AUTH_INFO_0), which describes the login, not the config.
+
+Once the client's input was read (an answer, or a user name or PAM_RHOST that is
+hostile), failmode never applies: whatever goes wrong after it is a refusal.
 """
 
 from __future__ import annotations
+
+import os
 
 from pam_twofa import log
 from pam_twofa.core import Conversation
@@ -22,15 +28,22 @@ if TYPE_CHECKING:
 
     PamHandle = Any
 
-FLAGS = ("debug", "single_prompt")
-VALUED = ("policy", "state_dir", "log_socket", "failmode")
+FLAGS = ("debug", "require_publickey")
+VALUED = {  # name: allowed values (None: an absolute path)
+    "policy": None, "state_dir": None, "log_socket": None,
+    "failmode": ("secure", "safe"),
+    "single_prompt": ("ask", "verify"),
+    "unprivileged": ("refuse", "ignore"),
+}
 
 
 class Options(Record):
     paths: Paths
     debug: bool = False
     failmode: str | None = None  # None: the policy's
-    single_prompt: bool = False  # one "password+code" prompt; see pam_twofa.single
+    single_prompt: str | None = None  # "ask" or "verify"; see pam_twofa.single
+    require_publickey: bool = False  # refuse unless sshd saw a key first
+    unprivileged: str = "refuse"  # see pam_twofa.caller
 
 
 def parse_args(args: list[str]) -> Options:
@@ -41,34 +54,46 @@ def parse_args(args: list[str]) -> Options:
         name, eq, value = arg.partition("=")
         if not eq and name in FLAGS:
             flags.add(name)
+        elif arg == "single_prompt":
+            raise UsageError("single_prompt takes a value: single_prompt=ask before the "
+                             "password module and single_prompt=verify after it")
         elif eq and name in VALUED and value:
             if name in values:
                 raise UsageError(f"module argument {name} given twice")
+            allowed = VALUED[name]
+            if allowed is None and not value.startswith("/"):
+                raise UsageError(f"{name} must be an absolute path")
+            if allowed is not None and value not in allowed:
+                raise UsageError(f"{name} must be {' or '.join(allowed)}, not {value!r}")
             values[name] = value
         else:
             raise UsageError(f"unknown or malformed module argument {arg!r}")
-    failmode = values.get("failmode")
-    if failmode not in (None, "secure", "safe"):
-        raise UsageError(f"failmode must be secure or safe, not {failmode!r}")
-    for name in ("policy", "state_dir", "log_socket"):
-        if name in values and not values[name].startswith("/"):
-            raise UsageError(f"{name} must be an absolute path")
     paths = Paths(
         policy=values.get("policy", Paths.policy),
         policy_explicit="policy" in values,
         state_dir=values.get("state_dir", Paths.state_dir).rstrip("/") or "/",
         log_socket=values.get("log_socket", Paths.log_socket),
     )
-    return Options(paths=paths, debug="debug" in flags, failmode=failmode,
-                   single_prompt="single_prompt" in flags)
+    return Options(paths=paths, debug="debug" in flags, failmode=values.get("failmode"),
+                   single_prompt=values.get("single_prompt"),
+                   require_publickey="require_publickey" in flags,
+                   unprivileged=values.get("unprivileged", "refuse"))
+
+
+UNDECODABLE = "\ufffd"  # an answer pam_python could not decode: never a code, never "y"
 
 
 class PamConversation(Conversation):
-    """``core.Conversation`` over pamh.conversation; honours PAM_SILENT."""
+    """``core.Conversation`` over pamh.conversation; honours PAM_SILENT.
+
+    ``asked`` turns true with the first prompt: from then on the user may have
+    typed something, and failmode no longer applies (see ``_Login.failed``).
+    """
 
     def __init__(self, pamh: PamHandle, silent: bool) -> None:
         self.pamh = pamh
         self.silent = silent
+        self.asked = False
 
     def _say(self, style: int, text: str) -> str | None:
         pamh = self.pamh
@@ -76,10 +101,13 @@ class PamConversation(Conversation):
             response = pamh.conversation(pamh.Message(style, text))
         except pamh.exception:
             return None
+        except UnicodeDecodeError:  # pam_python decodes strictly: bytes that are no text
+            return UNDECODABLE  # a wrong answer, counted like one
         answer = getattr(response, "resp", None)
         return answer if isinstance(answer, str) else None
 
     def ask(self, prompt: str, echo: bool = False) -> str | None:
+        self.asked = True
         style = self.pamh.PAM_PROMPT_ECHO_ON if echo else self.pamh.PAM_PROMPT_ECHO_OFF
         return self._say(style, prompt)
 
@@ -100,6 +128,18 @@ def _env(pamh: PamHandle, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _undecoded(exc: UnicodeDecodeError) -> str:
+    """What pam_python could not decode, as text that keeps the bytes (surrogates):
+    fit for an escaped log field, refused by every name check."""
+    raw = exc.object if isinstance(exc.object, bytes) else bytes(exc.object)
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def has_publickey(auth_info: str | None) -> bool:
+    """Whether sshd's SSH_AUTH_INFO_0 lists a completed ``publickey`` method."""
+    return any(line.split(" ", 1)[0] == "publickey" for line in (auth_info or "").split("\n"))
+
+
 def authenticate(pamh: PamHandle, flags: int, argv: list[str]) -> int:
     """``pam_sm_authenticate``: run the core, log once, map to a PAM code."""
     login = _Login(pamh, flags)
@@ -116,54 +156,90 @@ def authenticate(pamh: PamHandle, flags: int, argv: list[str]) -> int:
 
 
 class _Login:
-    """One ``pam_sm_authenticate`` call: what is known so far, for the log line."""
+    """One ``pam_sm_authenticate`` call: what is known so far, for the log line.
+
+    ``hostile`` is set when the user name or PAM_RHOST came in as something no
+    honest client sends (not UTF-8, or a name that cannot be a file name); with
+    ``conv.asked`` it makes ``after_input``: from then on failmode never applies.
+    """
 
     def __init__(self, pamh: PamHandle, flags: int) -> None:
         self.pamh = pamh
-        self.service = str(getattr(pamh, "service", None) or "?")
+        try:
+            self.service = str(getattr(pamh, "service", None) or "?")
+        except UnicodeDecodeError as exc:
+            self.service = _undecoded(exc)
         self.sink = log.SyslogSink(f"pam_twofa({log.escape(self.service)}:auth)")
         self.conv = PamConversation(pamh, bool(flags & pamh.PAM_SILENT))
         self.failmode: str | None = None
         self.user: str | None = None
-        self.rhost: str | None = None
+        self.rhost: str | None = None  # for decisions: None when absent or not text
+        self.rhost_shown = "-"  # for the log: as given, escaped
+        self.hostile = False
+        self.require_publickey = False
+
+    @property
+    def after_input(self) -> bool:
+        """Input from the client was read: hostile input is a wrong answer, not an error."""
+        return self.hostile or self.conv.asked
 
     def run(self, args: list[str]) -> int:
+        pamh = self.pamh
+        self._early(args)
+        self._read_user()
+        self._read_rhost()
+        if self.require_publickey and not has_publickey(_env(pamh, "SSH_AUTH_INFO_0")):
+            return self._refuse("no-publickey")  # every user: pam_permit may follow
+        options = parse_args(args)
+        self.failmode = options.failmode
+        self.sink = log.SyslogSink(self.sink.prefix, options.paths.log_socket, options.debug)
+        if self.user is None:
+            raise UsageError("no user name from PAM")
+        if options.single_prompt == "ask":  # before the password module: decide nothing
+            return self._single_prompt_ask(options)
+        unprivileged = False
+        if os.geteuid() != 0 and not self.hostile:  # a screen locker runs PAM as the user
+            from pam_twofa import caller
+
+            unprivileged = caller.unprivileged(options.paths.state_dir)
+            if unprivileged and self._caller_is_user(options):
+                self.sink.log(log.NOTICE, "", user=self.user, rhost=self.rhost_shown,
+                              result="ignored", reason="unprivileged-caller")
+                return int(pamh.PAM_IGNORE)
+        return self._decide(options, unprivileged)
+
+    def _decide(self, options: Options, unprivileged: bool) -> int:
         from pam_twofa import accounts, core, policyfile
         from pam_twofa.clock import Clock
         from pam_twofa.store import FileStore
 
         pamh = self.pamh
-        self._early(args)
-        options = parse_args(args)
-        self.failmode = options.failmode
-        self.sink = log.SyslogSink(self.sink.prefix, options.paths.log_socket, options.debug)
-        self.rhost = getattr(pamh, "rhost", None)
-        try:
-            self.user = pamh.get_user(None)
-        except pamh.exception:
-            self.user = None
-        if not self.user:
-            raise UsageError("no user name from PAM")
+        assert self.user is not None
         loaded = policyfile.load_in_force(options.paths)
         policy = loaded.policy
         self.failmode = options.failmode or policy.failmode
         if loaded.error is not None:  # a broken file: the last valid policy decides
             self.sink.log(log.ERR, "error: " + log.clean(loaded.error), user=self.user,
                           reason="bad-policy", policy_in_force="last-valid")
+        if unprivileged:  # the state is out of reach: an internal error, as before
+            return self.failed("unprivileged-caller", (
+                f"uid {os.getuid()} cannot use the state directory "
+                f"{options.paths.state_dir}: leave this service out of the module's "
+                "stacks, or give its line unprivileged=ignore (pam_twofa(8))"))
         self.sink.log(log.DEBUG, "", user=self.user, policy=options.paths.policy,
                       state_dir=options.paths.state_dir, scope=policy.mandatory.scope,
                       failmode=self.failmode, single_prompt=options.single_prompt)
         clock = Clock(status_path=options.paths.clock_status)  # read only on a wrong code
         store = FileStore(options.paths, clock)
         code = None
-        if options.single_prompt:  # password+code in one answer; the password goes on
+        if options.single_prompt == "verify":  # the code the "ask" line kept
             from pam_twofa import single
 
-            code = single.take(pamh, self.conv, store, self.user)
+            code = single.take(pamh)
             if code is None:
-                self.sink.log(log.NOTICE, "", user=self.user, rhost=self.rhost or "-",
-                              result=core.Outcome.REFUSE, reason="no-answer")
-                return int(pamh.PAM_AUTH_ERR)
+                return self.failed("bad-stack", "single_prompt=verify found no answer: "
+                                   "put a single_prompt=ask line before the password module")
+            self.conv.asked = True  # the code is the user's input
         request = core.Request(
             user=self.user,
             account=accounts.lookup(self.user),
@@ -181,7 +257,7 @@ class _Login:
             self.sink.log(log.WARNING, "server clock may be off: see twofa-clockcheck",
                           user=self.user, clock_offset=offset)
         self.sink.log(log.NOTICE if refused else log.INFO, "", user=self.user,
-                      rhost=self.rhost or "-", result=decision.outcome,
+                      rhost=self.rhost_shown, result=decision.outcome,
                       reason=decision.reason, **dict(decision.fields))
         if decision.outcome == core.Outcome.SUCCESS:
             return int(pamh.PAM_SUCCESS)
@@ -189,24 +265,93 @@ class _Login:
             return int(pamh.PAM_IGNORE)
         return int(pamh.PAM_AUTH_ERR)
 
+    def _single_prompt_ask(self, options: Options) -> int:
+        """Ask once, hand the password on, keep the code for the verify line."""
+        from pam_twofa import single
+        from pam_twofa.clock import Clock
+        from pam_twofa.store import FileStore
+
+        assert self.user is not None
+        store = FileStore(options.paths, Clock())
+        if not single.ask(self.pamh, self.conv, store, self.user):
+            return self._refuse("no-answer")
+        self.sink.log(log.DEBUG, "", user=self.user, single_prompt="ask")
+        return int(self.pamh.PAM_IGNORE)  # the password module, then the verify line, decide
+
+    def _caller_is_user(self, options: Options) -> bool:
+        """``unprivileged=ignore`` and the process authenticates its own user: a
+        screen locker; never a daemon checking other users' passwords."""
+        from pam_twofa import accounts
+
+        if options.unprivileged != "ignore" or self.user is None:
+            return False
+        account = accounts.lookup(self.user)
+        return account is not None and account.uid == os.getuid()
+
+    def _refuse(self, reason: str) -> int:
+        self.sink.log(log.NOTICE, "", user=self.user or "-", rhost=self.rhost_shown,
+                      result="refused", reason=reason)
+        return int(self.pamh.PAM_AUTH_ERR)
+
+    def _read_user(self) -> None:
+        """The user name; one that is not text or cannot be a file name is hostile
+        (the core still prompts for it, then refuses: no account enumeration)."""
+        from pam_twofa.errors import InvalidUserName
+        from pam_twofa.store import validate_user_name
+
+        pamh = self.pamh
+        try:
+            user = pamh.get_user(None)
+        except pamh.exception:
+            return
+        except UnicodeDecodeError as exc:
+            user = _undecoded(exc)
+        if not isinstance(user, str):
+            return
+        self.user = user
+        try:
+            validate_user_name(user)
+        except InvalidUserName:
+            self.hostile = True
+
+    def _read_rhost(self) -> None:
+        """PAM_RHOST: the client's own word (a DNS name it controls, under sshd with
+        UseDNS). Not text: treated as absent (no IP, so no trusted device; the code
+        is asked as always) and logged escaped; the login is hostile from then on."""
+        try:
+            rhost = getattr(self.pamh, "rhost", None)
+        except UnicodeDecodeError as exc:
+            self.hostile = True
+            self.rhost_shown = _undecoded(exc)
+            return
+        if isinstance(rhost, str) and rhost:
+            self.rhost = self.rhost_shown = rhost
+
     def _early(self, args: list[str]) -> None:
-        """Take failmode= and log_socket= before the strict parse, so a typo in
-        another argument is still logged where the admin looks, and fails as
-        the admin chose."""
+        """Take failmode=, log_socket= and the arguments that only refuse before the
+        strict parse, so a typo in another argument is still logged where the admin
+        looks, fails as the admin chose, and cannot switch a refusal off."""
         for arg in args:
             name, _, value = arg.partition("=")
             if name == "failmode" and value in ("secure", "safe"):
                 self.failmode = value
             elif name == "log_socket" and value.startswith("/"):
                 self.sink = log.SyslogSink(self.sink.prefix, value)
+        self.require_publickey = "require_publickey" in args
+        if "single_prompt" in args:  # the old one-line form checked the code before the
+            self.failmode = "secure"  # password: refused whatever failmode says
 
     def failed(self, reason: str, detail: str) -> int:
-        """An internal error: deny (secure, the default) or ignore (safe); always logged."""
+        """An internal error: deny (secure, the default) or ignore (safe); always logged.
+
+        After input was read (or with a hostile name or rhost), failmode never
+        applies: refused."""
         failmode = self.failmode or "secure"
-        safe = failmode == "safe"
+        safe = failmode == "safe" and not self.after_input
+        mode = {"after_input": "yes"} if self.after_input else {"failmode": failmode}
         self.sink.log(log.ERR, "error: " + log.clean(detail), user=self.user or "-",
-                      rhost=self.rhost or "-", result="ignored" if safe else "refused",
-                      reason=reason, failmode=failmode)
+                      rhost=self.rhost_shown, result="ignored" if safe else "refused",
+                      reason=reason, **mode)
         if safe:
             return int(self.pamh.PAM_IGNORE)
         from pam_twofa.core import MSG_UNAVAILABLE

@@ -1,16 +1,30 @@
-"""Single-prompt mode (module argument ``single_prompt``), for clients that cannot
-answer two prompts: like google-authenticator's ``forward_pass``.
+"""Single-prompt mode, for clients that cannot answer two prompts: like
+google-authenticator's ``forward_pass``, but the code is checked only after the
+password was.
 
-The module is stacked *before* the password module, which takes ``use_first_pass``
-(or any module that uses an existing PAM_AUTHTOK). It asks once for
-"Password and verification code", takes the trailing digits (as many as the user's
-TOTP digits) as the code and sets PAM_AUTHTOK to the rest for the next module.
+Two lines of the module, around a password module that takes the password from
+PAM_AUTHTOK (``use_first_pass``) and is ``requisite``::
+
+    auth required  pam_python.so pam_twofa.py single_prompt=ask
+    auth requisite pam_unix.so use_first_pass
+    auth required  pam_python.so pam_twofa.py single_prompt=verify
+
+``ask`` asks once for "Password and verification code", takes the trailing digits
+(as many as the user's TOTP digits) as the code, sets PAM_AUTHTOK to the rest and
+keeps the code in PAM_OLDAUTHTOK. It decides nothing (PAM_IGNORE): a wrong
+password ends the stack at the requisite password module, so nobody who lacks the
+password can count wrong codes against a user (lock them out), learn whether a
+code was right, or use up a right one. ``verify`` takes the kept code, clears it,
+and runs the normal decision with it.
+
+Why PAM_OLDAUTHTOK: it belongs to the PAM handle (so to this login only), only a
+module can set it (not the application, not the client), auth modules do not read
+it, and pam_end wipes it. ``verify`` clears it at once.
 
 A user who is not enrolled (out of scope, in grace, or unknown) has no code: the
-whole answer is the password, and the core's decision (PAM_IGNORE for a user out of
-scope or in grace, a refusal otherwise) is unchanged. Trusted devices are neither
-offered nor honoured in this mode: the answer already holds a code, and a second
-question is what this mode exists to avoid.
+whole answer is the password, and the core's decision is unchanged. Trusted
+devices are neither offered nor honoured in this mode: the answer already holds a
+code, and a second question is what this mode exists to avoid.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ if TYPE_CHECKING:
     from pam_twofa.store import Store
 
 PROMPT = "Password and verification code: "
+MARK = "pam_twofa single_prompt code:"  # what ``ask`` leaves in PAM_OLDAUTHTOK
 
 
 def split(answer: str, digits: int | None) -> tuple[str, str]:
@@ -50,12 +65,23 @@ def user_digits(store: Store, user: str) -> int | None:
     return state.digits
 
 
-def take(pamh: Any, conv: Conversation, store: Store, user: str) -> str | None:
-    """Ask once; set PAM_AUTHTOK to the password part; return the code part
-    (``""`` when there is none), or None when there was no answer."""
+def ask(pamh: Any, conv: Conversation, store: Store, user: str) -> bool:
+    """Ask once; set PAM_AUTHTOK to the password part and keep the code part
+    (``""`` when there is none) for ``take``. False when there was no answer."""
     answer = conv.ask(PROMPT)
     if answer is None:
-        return None
+        return False
     password, code = split(answer, user_digits(store, user))
     pamh.authtok = password
-    return code
+    pamh.oldauthtok = MARK + code
+    return True
+
+
+def take(pamh: Any) -> str | None:
+    """The code ``ask`` kept, cleared from the handle; None when ``ask`` did not run
+    in this login (a stack without the ask line)."""
+    kept = pamh.oldauthtok
+    if not isinstance(kept, str) or not kept.startswith(MARK):
+        return None
+    pamh.oldauthtok = None
+    return kept[len(MARK):]

@@ -11,23 +11,26 @@ syslog socket); the same paths run through pamtester in test_pam_*.py.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from pam_twofa import core, pam_entry, pamface, totp
+from pam_twofa import core, pam_entry, pamface, single, totp
 from pam_twofa.accounts import Account
 from pam_twofa.clock import Clock, FixedClock
 from pam_twofa.errors import TwofaError, UsageError
 from pam_twofa.paths import Paths
 from pam_twofa.policy import build
 from pam_twofa.policyfile import parse_text
-from pam_twofa.store import FileStore
+from pam_twofa.store import FileStore, validate_user_name
+from tests.harness.pamenv import PamEnv
 from tests.harness.procs import LogSocket
+from tests.pam_support import enroll, log_text, status
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -66,6 +69,7 @@ class FakePamh:
         self.rhost = rhost
         self.env = env
         self.authtok: str | None = None
+        self.oldauthtok: str | None = None
         self.asked: list[str] = []
 
     def get_user(self, prompt: str | None = None) -> str | None:
@@ -97,7 +101,9 @@ users = st.one_of(st.sampled_from(["root", "nobody", "no-such-user-xyz", CONV_ER
                                    "../x", "a/b", "x\ny", "u" * 300]), st.text(max_size=12))
 extra_args = st.lists(
     st.one_of(st.sampled_from(["debug", "failmode=safe", "failmode=secure", "failmode=open",
-                               "single_prompt", "debug=1", "=", "policy=", "state_dir=rel"]),
+                               "single_prompt", "debug=1", "=", "policy=", "state_dir=rel",
+                               "single_prompt=ask", "single_prompt=verify", "single_prompt=x",
+                               "require_publickey", "unprivileged=ignore", "unprivileged=no"]),
               st.text(max_size=10).filter(lambda a: not a.startswith(
                   ("policy=/", "state_dir=/", "log_socket=/")))),
     max_size=2)
@@ -106,6 +112,17 @@ envs = st.dictionaries(st.sampled_from(["SSH_CONNECTION", "SSH_AUTH_INFO_0", "OT
                                  st.just("203.0.113.7 5555 127.0.0.1 22"),
                                  st.just("publickey ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\n")),
                        max_size=3)
+
+
+def _plain_name(user: str | None) -> bool:
+    """Whether the face takes ``user`` as an honest name (else: hostile input)."""
+    if user is None or user == CONV_ERR:
+        return True  # no name was read
+    try:
+        validate_user_name(user)
+    except TwofaError:
+        return False
+    return True
 
 
 def test_pam_entries_return_deliberate_codes(tmp_path: Path) -> None:
@@ -136,15 +153,28 @@ def test_pam_entries_return_deliberate_codes(tmp_path: Path) -> None:
         rc = pam_entry.pam_sm_authenticate(pamh, flags, [*base, *extra])
         lines = sock.drain()
         assert rc in deliberate, (rc, lines)
+        key_info = env.get("SSH_AUTH_INFO_0")
+        if "require_publickey" in extra and not pamface.has_publickey(
+                key_info if isinstance(key_info, str) else None):
+            assert rc == FakePamh.PAM_AUTH_ERR, (rc, lines)  # first, whatever else is wrong
+            assert any(" result=refused reason=no-publickey" in x for x in lines), lines
+            return
         try:
             pamface.parse_args([*base[1:], *extra])
         except UsageError:  # bad argument: failmode= still applies, the line still goes out
             modes = [a for a in extra if a in ("failmode=safe", "failmode=secure")]
             safe = bool(modes) and modes[-1] == "failmode=safe"  # the last one given wins
+            # never failmode: a hostile user name, or the old one-line single_prompt
+            safe = safe and "single_prompt" not in extra and _plain_name(user)
             assert rc == (FakePamh.PAM_IGNORE if safe else FakePamh.PAM_AUTH_ERR), (rc, lines)
             assert any(" reason=bad-argument " in line for line in lines), lines
         else:
-            assert any(" result=" in line for line in lines), lines  # one decision line
+            if "single_prompt=ask" in extra and pamh.oldauthtok is not None:
+                # the ask line decides nothing: it kept the code for a verify line
+                assert rc == FakePamh.PAM_IGNORE, (rc, lines)
+                assert pamh.asked == [single.PROMPT], pamh.asked
+            else:
+                assert any(" result=" in line for line in lines), lines  # one decision line
         if rc == FakePamh.PAM_SUCCESS:  # only the enrolled user, only with the right code
             assert user == "root" and RIGHT in said, (said, lines)
         seen.add(rc)
@@ -200,3 +230,32 @@ def test_core_with_any_answer(tmp_path: Path) -> None:
             assert decision.reason in ("bad-code", "no-answer"), decision
 
     decide()
+
+
+def test_pamtester_conversation_any_bytes(tw: PamEnv) -> None:
+    """Issue 11, finding 2: any bytes at the code prompt, through the real pam_python
+    (which decodes strictly), under both failmodes: never PAM_SUCCESS or PAM_IGNORE for
+    an enrolled user, and every answer counts as a wrong code."""
+    tw.write_policy("mandatory: {scope: all}\nlockout: {max_failures: 1000}\n")
+    tw.service("fm-safe", "failmode=safe")
+    tw.service("fm-secure", "failmode=secure")
+    enroll(tw, "alice")
+    counted = [0]
+
+    @settings(max_examples=24, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"\xff")),
+           st.sampled_from(["fm-safe", "fm-secure"]))
+    @example(b"\xff\xfe", "fm-safe")
+    @example(b"12\xe93456", "fm-safe")
+    @example(b"\xed\xa0\x80", "fm-safe")  # an encoded surrogate: not UTF-8 either
+    def login(answer: bytes, service: str) -> None:
+        assume(not re.fullmatch(rb"[0-9 \t\r\x00]*", answer))  # never by luck a code
+        res = tw.pamtester(service, "alice", [b"secret", answer])
+        assert res.rc != 0, res
+        counted[0] += 1
+        assert log_text(res, service).endswith(
+            f"result=refused reason=bad-code failures={counted[0]}"), res
+
+    login()
+    assert status(tw, "alice")["failures"] == counted[0] >= 24

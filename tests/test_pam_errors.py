@@ -133,7 +133,8 @@ def _unreadable_state(env: PamEnv, owner: int, mode: int) -> None:
 
 @pytest.mark.parametrize(
     ("owner", "mode", "reason"),
-    [(NOBODY, 0o000, "state-error"), (0, 0o700, "insecure-state")],
+    # root's state seen by an unprivileged process: its own reason (test_unprivileged.py)
+    [(NOBODY, 0o000, "state-error"), (0, 0o700, "unprivileged-caller")],
     ids=["mode-000", "other-owner"],
 )
 def test_unreadable_state_dir(tw: PamEnv, owner: int, mode: int, reason: str) -> None:

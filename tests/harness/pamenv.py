@@ -321,7 +321,7 @@ class PamEnv:
         self,
         service: str,
         user: str,
-        answers: Sequence[str],
+        answers: Sequence[str | bytes],
         op: str = "authenticate",
         env: Mapping[str, str] | None = None,
         as_uid: int | None = None,
@@ -330,13 +330,14 @@ class PamEnv:
         """``pamtester -v SERVICE USER OP`` with ``answers`` fed to the prompts in order.
 
         ``env`` adds variables (PAM_RHOST, PAM_TTY… for pam_set_items, FAKETIME…).
+        An answer given as bytes goes to pamtester as it is (e.g. invalid UTF-8).
         """
         cmd, full_env = self._as_uid(
             ["pamtester", "-v", service, user, *shlex.split(op)],
             merge_env(self.wrapper_env(), env),
             as_uid,
         )
-        stdin = "".join(a + "\n" for a in answers)
+        stdin = b"".join((a if isinstance(a, bytes) else a.encode()) + b"\n" for a in answers)
         self.stray_log_lines.extend(self._log.drain())
         return run_logged(cmd, full_env, stdin, timeout, self.root, self._log)
 

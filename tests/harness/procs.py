@@ -150,12 +150,15 @@ class LogSocket:
 def run_logged(
     cmd: list[str],
     env: Mapping[str, str],
-    stdin: str,
+    stdin: str | bytes,
     timeout: float,
     cwd: Path,
     log: LogSocket,
 ) -> Result:
     """Run ``cmd`` and collect what it sends to ``log`` meanwhile.
+
+    ``stdin`` as bytes is sent as it is (e.g. invalid UTF-8); the output is then
+    decoded with replacement characters.
 
     The socket is read *during* the run: its queue holds only net.unix.max_dgram_qlen
     (10 here) datagrams, so a module that logs more would block on send until read.
@@ -168,14 +171,14 @@ def run_logged(
         stderr=subprocess.PIPE,
         env=dict(env),
         cwd=cwd,
-        text=True,
     )
-    out: dict[str, str] = {}
+    data = stdin if isinstance(stdin, bytes) else stdin.encode()
+    out: dict[str, bytes] = {}
     failure: list[BaseException] = []
 
     def communicate() -> None:
         try:
-            out["stdout"], out["stderr"] = proc.communicate(stdin, timeout=timeout)
+            out["stdout"], out["stderr"] = proc.communicate(data, timeout=timeout)
         except BaseException as exc:
             failure.append(exc)
 
@@ -192,7 +195,8 @@ def run_logged(
         proc.kill()
         proc.wait()
         raise failure[0]
-    return Result(proc.returncode, out["stdout"], out["stderr"], logs)
+    return Result(proc.returncode, out["stdout"].decode(errors="replace"),
+                  out["stderr"].decode(errors="replace"), logs)
 
 
 def run_many(cmd: list[str], env: Mapping[str, str], stdin: str, n: int, sock: LogSocket,
