@@ -14,11 +14,12 @@ APT_PACKAGES := \
 	libpam-google-authenticator libpam-oath \
 	python3-pyotp python3-yaml python3-qrcode python3-ntplib python3-click \
 	chrony faketime systemd lintian debhelper dh-python pybuild-plugin-pyproject \
-	python3-all python3-setuptools fail2ban man-db iproute2 scdoc build-essential
+	python3-all python3-setuptools fail2ban man-db iproute2 scdoc build-essential \
+	libpam0g-dev libpython3.11-dev sudo
 
 # Used only while there is no pyproject.toml; otherwise pyproject's `test` extra rules.
 PIP_FALLBACK := pytest hypothesis ruff mypy types-PyYAML paramiko aiosmtpd trustme pyotp qrcode \
-	pypng ntplib PyYAML click
+	pypng ntplib PyYAML click pexpect
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 PIP_INSTALL := $(PIP) install --root-user-action=ignore --progress-bar off
 
@@ -26,7 +27,7 @@ PIP_INSTALL := $(PIP) install --root-user-action=ignore --progress-bar off
 DEPS_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pam-twofa
 PIP_STAMP := $(DEPS_CACHE)/pip-$(firstword $(shell printf '%s' '$(CURDIR)' | sha256sum))
 
-.PHONY: deps deps-apt deps-pip lint pyc test clean demo bench deb man
+.PHONY: deps deps-apt deps-pip lint pyc guard test clean demo bench deb man
 
 deps: deps-apt deps-pip
 
@@ -83,7 +84,24 @@ lint:
 pyc:
 	/usr/bin/python3 -m compileall -q pam_twofa
 
-test: deps pyc
+# pam_twofa_guard.so (guard/pam_twofa_guard.c; README "Security notes"): a PAM module in C
+# linked with Debian's libpython3.11 (the one pam_python embeds, not a pyenv one on PATH).
+# -z nodelete: the interpreter it starts is never finalised, so its code must never be unmapped.
+GUARD := build/pam_twofa_guard.so
+PY_CONFIG := /usr/bin/python3.11-config
+GUARD_CFLAGS := -O2 -g -fPIC -fstack-protector-strong -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror \
+	$(shell $(PY_CONFIG) --includes)
+GUARD_LDFLAGS := -shared -Wl,-z,relro,-z,now,-z,nodelete,--as-needed \
+	$(shell $(PY_CONFIG) --ldflags --embed) -lpam
+
+guard: $(GUARD)
+
+$(GUARD): guard/pam_twofa_guard.c Makefile
+	@mkdir -p build
+	gcc $(CPPFLAGS) $(GUARD_CFLAGS) $(CFLAGS) -o '$@.tmp' '$<' $(LDFLAGS) $(GUARD_LDFLAGS)
+	mv '$@.tmp' '$@'
+
+test: deps pyc guard
 	@$(MAKE) --no-print-directory lint
 	$(PYTHON) -m pytest -q -p no:cacheprovider
 

@@ -1,0 +1,185 @@
+"""Helpers of the setuid tests of the C guard (issue 11, finding 1): a setuid PAM host,
+a crafted standard library, the machine lock, and the guard built from this checkout.
+
+The attack: pam_python starts CPython without a program name, so CPython finds its
+standard library through the caller's PATH (or, with no python3 on PATH, the current
+directory).  In a setuid program the caller chooses both, so a crafted
+``lib/python3.11/encodings/__init__.py`` runs as euid 0 while the interpreter starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.harness.pamenv import GUARD_LINE, GUARD_SO, REPO_ROOT
+
+SYSTEM_LOCK = "/run/lock/pam-twofa-system.lock"  # every change to /etc, setuid bits, users
+STDLIB = Path("/usr/lib/python3.11")
+ATTACKER = 4391  # a uid with no account (setpriv needs none)
+DEBIAN_PATH = [
+    "/usr/lib/python311.zip", "/usr/lib/python3.11", "/usr/lib/python3.11/lib-dynload",
+    "/usr/lib/python3/dist-packages",
+]
+
+# pam_start_confdir + authenticate + setcred, ROUNDS times in one process (a screen
+# locker runs many transactions in one process); reports what the guard must not change.
+HOST_C = r"""
+#include <security/pam_appl.h>
+#include <security/pam_misc.h>
+#include <locale.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+extern char **environ;
+static struct pam_conv conv = { misc_conv, NULL };
+static char *env_dump(void)
+{
+    size_t n = 1; char *s;
+    for (char **e = environ; *e; e++) n += strlen(*e) + 1;
+    s = calloc(n, 1);
+    for (char **e = environ; *e; e++) { strcat(s, *e); strcat(s, "\n"); }
+    return s;
+}
+int main(int argc, char **argv)
+{
+    pam_handle_t *h;
+    char *before, *after, *loc_before;
+    if (argc != 5) return 2;
+    setlocale(LC_ALL, "");                      /* as su and sudo do */
+    loc_before = strdup(setlocale(LC_ALL, NULL));
+    before = env_dump();
+    for (int r = 0; r < atoi(argv[4]); r++) {
+        int rc = pam_start_confdir(argv[1], argv[2], &conv, argv[3], &h);
+        if (rc != PAM_SUCCESS) { printf("pam_start=%d\n", rc); return 3; }
+        int a = pam_authenticate(h, 0);
+        int c = pam_setcred(h, PAM_ESTABLISH_CRED);
+        printf("round=%d authenticate=%d setcred=%d\n", r, a, c);
+        pam_end(h, a);
+    }
+    after = env_dump();
+    printf("euid=%d uid=%d environ=%s locale=%s\n", (int)geteuid(), (int)getuid(),
+           strcmp(before, after) ? "changed" : "unchanged",
+           strcmp(loc_before, setlocale(LC_ALL, NULL)) ? "changed" : "unchanged");
+    return 0;
+}
+"""
+
+# What the module sees of its interpreter, as json in the file named by its argument.
+PROBE_PY = '''
+import json, os, sys
+def pam_sm_authenticate(pamh, flags, argv):
+    found = {}
+    for name in ("yaml", "qrcode", "pyotp"):
+        try:
+            found[name] = os.path.dirname(__import__(name).__file__)
+        except ImportError as exc:
+            found[name] = repr(exc)
+    data = {"prefix": sys.prefix, "base_prefix": sys.base_prefix, "exec_prefix": sys.exec_prefix,
+            "executable": sys.executable, "path": sys.path, "euid": os.geteuid(),
+            "encodings": sys.modules["encodings"].__file__, "imports": found,
+            "no_site": sys.flags.no_site, "isolated": sys.flags.isolated,
+            "safe_path": sys.flags.safe_path, "dont_write_bytecode": sys.flags.dont_write_bytecode,
+            "ignore_environment": sys.flags.ignore_environment, "utf8_mode": sys.flags.utf8_mode}
+    with open(argv[1], "w") as f:
+        json.dump(data, f)
+    return pamh.PAM_SUCCESS
+def pam_sm_setcred(pamh, flags, argv):
+    return pamh.PAM_SUCCESS
+'''
+
+PAYLOAD = '''# the attacker's code: runs while the interpreter starts
+import posix as _p
+_fd = _p.open({marker!r}, _p.O_WRONLY | _p.O_CREAT | _p.O_APPEND, 0o644)
+_p.write(_fd, b"euid=%d\\n" % _p.geteuid())
+_p.close(_fd)
+del _p, _fd
+'''
+
+
+def build_guard() -> Path:
+    """`make guard` from this checkout (a no-op when up to date): the tests use this file."""
+    subprocess.run(["make", "--no-print-directory", "-s", "guard"], cwd=REPO_ROOT, check=True,
+                   env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}, timeout=120)
+    assert GUARD_SO.is_file()
+    return GUARD_SO
+
+
+@contextlib.contextmanager
+def system_lock(timeout: float = 900) -> Iterator[None]:
+    """The machine lock every change to /etc, users and setuid bits is made under."""
+    with open(SYSTEM_LOCK, "a") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{SYSTEM_LOCK} held for {timeout} s") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def public_dir(parent: Path, name: str, owner: int = 0) -> Path:
+    """A 0755 directory ``owner`` owns (other uids must reach what is in it)."""
+    path = parent / name
+    path.mkdir()
+    os.chown(path, owner, owner)
+    path.chmod(0o755)
+    return path
+
+
+def crafted_prefix(where: Path, marker: Path) -> Path:
+    """``where``/bin/python3 and ``where``/lib/python3.11: links to Debian's standard
+    library except encodings/, a copy whose __init__.py first appends "euid=N" to
+    ``marker``.  Everything owned by the attacker, as in the attack."""
+    (where / "bin").mkdir(parents=True)
+    fake = where / "bin" / "python3"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    lib = where / "lib" / "python3.11"
+    lib.mkdir(parents=True)
+    for entry in STDLIB.iterdir():
+        if entry.name != "encodings":
+            (lib / entry.name).symlink_to(entry)
+    shutil.copytree(STDLIB / "encodings", lib / "encodings",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    init = lib / "encodings" / "__init__.py"
+    init.write_text(PAYLOAD.format(marker=os.fspath(marker)) + init.read_text())
+    for dirpath, dirnames, filenames in os.walk(where):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            os.lchown(name, ATTACKER, ATTACKER)
+    return where
+
+
+def compile_setuid_host(where: Path) -> Path:
+    """The host, root-owned, mode 4755 (the caller removes it)."""
+    src = where / "host.c"
+    src.write_text(HOST_C)
+    exe = where / "pam-setuid-host"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", os.fspath(exe), os.fspath(src),
+                    "-lpam", "-lpam_misc"], check=True, timeout=120)
+    os.chown(exe, 0, 0)
+    exe.chmod(0o4755)
+    return exe
+
+
+def service_lines(probe: Path, out: Path, guard: bool) -> list[str]:
+    """A password step that lets in (pam_permit), [the guard], pam_python with the probe."""
+    return [
+        "auth required pam_permit.so",
+        *([GUARD_LINE] if guard else []),
+        f"auth required pam_python.so {probe} {out}",
+        "account required pam_permit.so",
+    ]
