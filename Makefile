@@ -88,6 +88,7 @@ pyc:
 # linked with Debian's libpython3.11 (the one pam_python embeds, not a pyenv one on PATH).
 # -z nodelete: the interpreter it starts is never finalised, so its code must never be unmapped.
 GUARD := build/pam_twofa_guard.so
+CC := $(if $(filter default,$(origin CC)),gcc,$(CC))
 PY_CONFIG := /usr/bin/python3.11-config
 GUARD_CFLAGS := -O2 -g -fPIC -fstack-protector-strong -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror \
 	$(shell $(PY_CONFIG) --includes)
@@ -98,7 +99,7 @@ guard: $(GUARD)
 
 $(GUARD): guard/pam_twofa_guard.c Makefile
 	@mkdir -p build
-	gcc $(CPPFLAGS) $(GUARD_CFLAGS) $(CFLAGS) -o '$@.tmp' '$<' $(LDFLAGS) $(GUARD_LDFLAGS)
+	$(CC) $(CPPFLAGS) $(GUARD_CFLAGS) $(CFLAGS) -o '$@.tmp' '$<' $(LDFLAGS) $(GUARD_LDFLAGS)
 	mv '$@.tmp' '$@'
 
 test: deps pyc guard

@@ -32,6 +32,8 @@ FORGED = "198.51.100.9"  # an address a hostile user name tries to get banned
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".target")
 SYS_ENV = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
 LOCK_FILE = "/run/lock/pam-twofa-test-deb.lock"
+# The installed guard by its bare name, as the profile and the README write it.
+GUARD_PACKAGED = "auth [success=1 ignore=ignore default=die] pam_twofa_guard.so"
 APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=600"]
 
 
@@ -109,7 +111,7 @@ def build(out: Path) -> Built:
     start = time.monotonic()
     sh(os.fspath(REPO / "tools/build-deb.sh"), os.fspath(out), timeout=600)
     seconds = time.monotonic() - start
-    debs = sorted(out.glob(f"{PACKAGE}_*_all.deb"))
+    debs = sorted(out.glob(f"{PACKAGE}_*.deb"))  # not the -dbgsym package
     changes = sorted(out.glob("pam-twofa_*.changes"))
     assert len(debs) == 1 and len(changes) == 1, sorted(out.iterdir())
     return Built(debs[0], changes[0], seconds, before, tree_status())
@@ -158,7 +160,8 @@ def install(built: Built) -> Iterator[Installed]:
 
 @contextlib.contextmanager
 def installed_pam_env(root: Path) -> Iterator[PamEnv]:
-    """A hermetic PAM world whose service calls the INSTALLED module by its relative name."""
+    """A hermetic PAM world whose service calls the INSTALLED guard and module by their
+    relative names."""
     env = PamEnv(root)
     try:
         env.add_user("alice")
@@ -169,6 +172,7 @@ def installed_pam_env(root: Path) -> Iterator[PamEnv]:
         env.service_raw("twofa-deb", [
             f"auth required {PAM_SET_ITEMS}",
             f"auth required {PAM_MATRIX} passdb={env.passdb}",
+            GUARD_PACKAGED,
             f"auth required pam_python.so pam_twofa.py {args}",
             "account required pam_permit.so",
         ])
@@ -176,6 +180,7 @@ def installed_pam_env(root: Path) -> Iterator[PamEnv]:
         env.service_raw("twofa-deb-broken", [
             f"auth required {PAM_SET_ITEMS}",
             f"auth required {PAM_MATRIX} passdb={env.passdb}",
+            GUARD_PACKAGED,
             f"auth required pam_python.so pam_twofa.py policy={env.root}/missing.yaml "
             f"state_dir={env.state_dir} log_socket={env.log_socket}",
             "account required pam_permit.so",

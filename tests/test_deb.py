@@ -51,6 +51,7 @@ from tests.harness.pamenv import PamEnv
 ALLOWED_DEPENDS = {
     "libpam-python", "libpam-runtime", "python3-click", "python3-ntplib", "python3-pyotp",
     "python3-qrcode", "python3-yaml", "python3",
+    "libc6", "libpython3.11",  # ${shlibs:Depends} of pam_twofa_guard.so
 }
 # Refusals fail2ban must count (a wrong answer, or trying while locked).
 BANNED_REASONS = {
@@ -108,7 +109,8 @@ def test_control_fields(built: Built) -> None:
     fields = sh("dpkg-deb", "-f", os.fspath(built.deb), "Package", "Source", "Architecture",
                 "Version", "Depends").stdout
     assert f"Package: {PACKAGE}" in fields and "Source: pam-twofa" in fields
-    assert "Architecture: all" in fields
+    arch = sh("dpkg", "--print-architecture").stdout.strip()  # pam_twofa_guard.so is native
+    assert f"Architecture: {arch}" in fields
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert re.search(rf"^Version: {re.escape(version)}(-\S+)?$", fields, re.M), (
         "debian/changelog and pyproject.toml disagree on the version", fields)
@@ -136,7 +138,9 @@ def test_contents_follow_the_repo(built: Built) -> None:
         assert man_path(page) in paths, page
     for script in repo_scripts():
         assert f"/usr/bin/{script}" in paths, script
+    multiarch = sh("dpkg-architecture", "-qDEB_HOST_MULTIARCH").stdout.strip()
     expected = {
+        f"/lib/{multiarch}/security/pam_twofa_guard.so",
         "/usr/share/pam-configs/pam-twofa",
         "/usr/lib/python3/dist-packages/pam_twofa/pam_entry.py",
         "/usr/lib/python3/dist-packages/pam_twofa/pamface.py",
@@ -169,6 +173,9 @@ def test_install_changes_no_pam_stack(installed: Installed) -> None:
     profile = Path("/usr/share/pam-configs/pam-twofa").read_text()
     assert "Default: no" in profile and "Auth-Type: Additional" in profile
     assert re.search(r"^\s+required\s+pam_python\.so pam_twofa\.py$", profile, re.M), profile
+    # the guard's line right before it (README "Security notes")
+    assert re.search(r"^\s+\[success=1 ignore=ignore default=die\]\s+pam_twofa_guard\.so\n"
+                     r"\s+required\s+pam_python\.so pam_twofa\.py$", profile, re.M), profile
     priority = int(re.search(r"^Priority: (\d+)$", profile, re.M).group(1))  # type: ignore[union-attr]
     unix = Path("/usr/share/pam-configs/unix").read_text()
     assert priority < int(re.search(r"^Priority: (\d+)$", unix, re.M).group(1))  # type: ignore[union-attr]
@@ -297,7 +304,9 @@ def test_purge_removes_everything_and_the_profile(installed: Installed) -> None:
     """Last: enable the profile, add state, purge; nothing of the package may remain."""
     sh("pam-auth-update", "--package", "--enable", "pam-twofa")
     common_auth = Path("/etc/pam.d/common-auth").read_text()
-    assert re.search(r"^auth\s+required\s+pam_python\.so pam_twofa\.py$", common_auth, re.M)
+    assert re.search(r"^auth\s+\[success=1 ignore=ignore default=die\]\s+pam_twofa_guard\.so *\n"
+                     r"auth\s+required\s+pam_python\.so pam_twofa\.py$", common_auth, re.M), (
+        common_auth)
     users = Path("/var/lib/pam-twofa/users")
     users.mkdir(mode=0o700, exist_ok=True)
     (users / "someone.json").write_text("{}")
