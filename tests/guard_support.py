@@ -15,8 +15,11 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import pexpect
 
 from tests.harness.pamenv import GUARD_LINE, GUARD_SO, REPO_ROOT
 
@@ -140,14 +143,15 @@ def public_dir(parent: Path, name: str, owner: int = 0) -> Path:
     return path
 
 
-def crafted_prefix(where: Path, marker: Path) -> Path:
-    """``where``/bin/python3 and ``where``/lib/python3.11: links to Debian's standard
-    library except encodings/, a copy whose __init__.py first appends "euid=N" to
-    ``marker``.  Everything owned by the attacker, as in the attack."""
+def crafted_prefix(where: Path, marker: Path, owner: int = ATTACKER) -> Path:
+    """``where``/bin/python3, ``where``/python3 (for a cwd with no python3 on PATH) and
+    ``where``/lib/python3.11: links to Debian's standard library except encodings/, a
+    copy whose __init__.py first appends "euid=N" to ``marker``.  Everything is owned by
+    ``owner``, the attacker, as in the attack."""
     (where / "bin").mkdir(parents=True)
-    fake = where / "bin" / "python3"
-    fake.write_text("#!/bin/sh\nexit 0\n")
-    fake.chmod(0o755)
+    for fake in (where / "bin" / "python3", where / "python3"):
+        fake.write_text("#!/bin/sh\nexit 0\n")
+        fake.chmod(0o755)
     lib = where / "lib" / "python3.11"
     lib.mkdir(parents=True)
     for entry in STDLIB.iterdir():
@@ -159,7 +163,7 @@ def crafted_prefix(where: Path, marker: Path) -> Path:
     init.write_text(PAYLOAD.format(marker=os.fspath(marker)) + init.read_text())
     for dirpath, dirnames, filenames in os.walk(where):
         for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
-            os.lchown(name, ATTACKER, ATTACKER)
+            os.lchown(name, owner, owner)
     return where
 
 
@@ -183,3 +187,63 @@ def service_lines(probe: Path, out: Path, guard: bool) -> list[str]:
         f"auth required pam_python.so {probe} {out}",
         "account required pam_permit.so",
     ]
+
+
+def sh(*cmd: str, input: str | None = None) -> str:
+    res = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120,
+                         check=False, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert res.returncode == 0, (cmd, res.stdout, res.stderr)
+    return res.stdout
+
+
+@contextlib.contextmanager
+def throwaway_user(name: str, password: str) -> Iterator[tuple[int, int]]:
+    """A real account (useradd -m, chpasswd) for su/sudo, removed on the way out.
+    Take system_lock() around it."""
+    subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+    try:
+        sh("useradd", "-m", "-s", "/bin/sh", name)
+        sh("chpasswd", input=f"{name}:{password}\n")
+        yield int(sh("id", "-u", name)), int(sh("id", "-g", name))
+    finally:
+        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
+
+
+@dataclass
+class Session:
+    rc: int | None
+    output: str
+    prompts: list[str]
+
+    @property
+    def env(self) -> list[str]:
+        """The lines between ===ENV and ===END (ENV_CMD's output)."""
+        lines = self.output.replace("\r", "").split("\n")
+        return lines[lines.index("===ENV") + 1:lines.index("===END")]
+
+
+ENV_CMD = "echo ===ENV; /usr/bin/env | LC_ALL=C /usr/bin/sort; echo ===END"
+
+
+def converse(uid: int, gid: int, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
+             prompts: Sequence[str], answers: Sequence[str]) -> Session:
+    """``argv`` as ``uid`` on a pty with exactly ``env`` (env -i) in ``cwd``; each of
+    ``prompts`` seen is answered with the next of ``answers`` ("" when none is left)."""
+    child = pexpect.spawn(
+        "/usr/bin/setpriv",
+        [f"--reuid={uid}", f"--regid={gid}", "--init-groups", "env", "-i",
+         *(f"{k}={v}" for k, v in env.items()), *argv],
+        cwd=os.fspath(cwd), encoding="utf-8", timeout=30, env={})
+    seen: list[str] = []
+    output = ""
+    patterns = [*prompts, pexpect.EOF]
+    queue = list(answers)
+    while True:
+        i = child.expect(patterns)
+        output += (child.before or "") + (child.after if isinstance(child.after, str) else "")
+        if i == len(prompts):
+            break
+        seen.append(prompts[i])
+        child.sendline(queue.pop(0) if queue else "")
+    child.close()
+    return Session(child.exitstatus, output, seen)

@@ -45,6 +45,14 @@ from tests.deb_support import (
     run_logins,
     sh,
 )
+from tests.guard_support import (
+    ENV_CMD,
+    converse,
+    crafted_prefix,
+    public_dir,
+    system_lock,
+    throwaway_user,
+)
 from tests.harness.pamenv import PamEnv
 
 # What the package may depend on: Debian 12 packages only (issue 7).
@@ -298,6 +306,36 @@ def test_man_pages_render(installed: Installed) -> None:
         real = os.path.realpath(page)
         name, section = os.path.basename(real).removesuffix(".gz").rsplit(".", 1)
         assert text.startswith(f"{name}({section})") and "\nNAME\n" in text, (page, text[:200])
+
+
+@pytest.mark.parametrize("variant", ["path", "cwd"])
+def test_enabled_profile_stops_the_su_exploit(installed: Installed, variant: str) -> None:
+    """Issue 11.1 as reported: the package installed, the profile enabled (common-auth),
+    a user runs `su $USER` with a crafted standard library first on PATH (or in the cwd,
+    with no python3 on PATH).  The guard's line starts the interpreter first: no payload."""
+    user, password = "twofadebsu", "Deb-su-pw-not-secret"
+    root = Path(tempfile.mkdtemp(prefix="pam-twofa-debsu-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        with system_lock(), throwaway_user(user, password) as (uid, gid):
+            sh("pam-auth-update", "--package", "--enable", "pam-twofa")
+            try:
+                home = public_dir(root, variant, owner=uid)
+                marker = home / "marker"
+                evil = crafted_prefix(home / "evil", marker, owner=uid)
+                path, cwd = f"{evil}/bin:/usr/bin:/bin", home
+                if variant == "cwd":
+                    path, cwd = "/nonexistent", evil
+                session = converse(uid, gid, ["/usr/bin/su", user, "-c", ENV_CMD],
+                                   {"PATH": path, "LANG": "C.UTF-8", "TERM": "dumb"}, cwd,
+                                   ["Password: "], [password])
+            finally:
+                sh("pam-auth-update", "--package", "--disable", "pam-twofa")
+        assert not marker.exists(), marker.read_text()
+        assert session.rc == 0 and session.prompts == ["Password: "], session.output
+        assert f"USER={user}" in session.env  # not enrolled: the password decides
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_purge_removes_everything_and_the_profile(installed: Installed) -> None:

@@ -97,8 +97,6 @@ def attack(world: World, variant: str, guard: bool, rounds: int = 1) -> Run:
     if variant == "path":
         path, cwd = f"{evil}/bin:/usr/bin:/bin", attacker_home
     else:
-        shutil.copy2(evil / "bin" / "python3", evil / "python3")
-        os.lchown(evil / "python3", ATTACKER, ATTACKER)
         path, cwd = "/nonexistent", evil
     res = subprocess.run(
         ["setpriv", f"--reuid={ATTACKER}", f"--regid={ATTACKER}", "--clear-groups",

@@ -25,14 +25,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pexpect
 import pytest
 
 from tests.guard_support import (
+    ENV_CMD,
+    Session,
     build_guard,
+    converse,
     crafted_prefix,
     public_dir,
+    sh,
     system_lock,
+    throwaway_user,
 )
 from tests.harness.pamenv import ENTRY_MODULE, GUARD_LINE, REPO_ROOT, oathtool
 from tests.pam_support import wait_mid_step, wrong_code
@@ -47,7 +51,6 @@ PAM_FILES = (Path("/etc/pam.d/su"), Path("/etc/pam.d/sudo"))
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 CODE_PROMPT = "Verification code: "
 PW_PROMPT = {"su": "Password: ", "sudo": f"password for {USER}: "}
-ENV_CMD = "echo ===ENV; env | LC_ALL=C sort; echo ===END"
 
 
 @dataclass
@@ -57,13 +60,6 @@ class System:
     gid: int
     secrets: dict[str, str]  # service -> secret enrolled in that service's state dir
     originals: dict[Path, bytes]
-
-
-def sh(*cmd: str, input: str | None = None) -> str:
-    res = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120,
-                         check=False, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-    assert res.returncode == 0, (cmd, res.stdout, res.stderr)
-    return res.stdout
 
 
 def state_dir(system: System, name: str) -> Path:
@@ -101,14 +97,11 @@ def restored(paths: list[Path]) -> Iterator[dict[Path, bytes | None]]:
 def system() -> Iterator[System]:
     build_guard()
     sh("/usr/bin/python3", "-m", "compileall", "-q", os.fspath(REPO_ROOT / "pam_twofa"))
-    with system_lock(), restored([*PAM_FILES, SUDOERS]) as originals:
+    with system_lock(), restored([*PAM_FILES, SUDOERS]) as originals, \
+            throwaway_user(USER, PASSWORD) as (uid, gid):
         root = Path(tempfile.mkdtemp(prefix="pam-twofa-su-", dir="/tmp"))
         try:
             root.chmod(0o755)
-            subprocess.run(["userdel", "-r", USER], capture_output=True, check=False)
-            sh("useradd", "-m", "-s", "/bin/sh", USER)
-            sh("chpasswd", input=f"{USER}:{PASSWORD}\n")
-            uid, gid = int(sh("id", "-u", USER)), int(sh("id", "-g", USER))
             SUDOERS.write_text(f"Defaults:{USER} !lecture, timestamp_timeout=0\n"
                                f"{USER} ALL=(ALL:ALL) ALL\n")
             SUDOERS.chmod(0o440)
@@ -121,7 +114,6 @@ def system() -> Iterator[System]:
                 system.secrets[name] = data["secret"]
             yield system
         finally:
-            subprocess.run(["userdel", "-r", USER], capture_output=True, check=False)
             shutil.rmtree(root, ignore_errors=True)
 
 
@@ -138,42 +130,14 @@ def install_stack(system: System, service: str, mode: str, state: str) -> None:
     path.write_text(original.replace(anchor, anchor + "".join(f"{ln}\n" for ln in lines)))
 
 
-@dataclass
-class Session:
-    rc: int | None
-    output: str
-    prompts: list[str]
-
-    @property
-    def env(self) -> list[str]:
-        lines = self.output.replace("\r", "").split("\n")
-        return lines[lines.index("===ENV") + 1:lines.index("===END")]
-
-
 def run_as_user(system: System, service: str, answers: list[str], *, path: str = CLEAN_PATH,
                 cwd: Path | None = None) -> Session:
     """`su USER -c ENV_CMD` or `sudo /bin/sh -c ENV_CMD` as the user, via a pty."""
     argv = (["/usr/bin/su", USER, "-c", ENV_CMD] if service == "su"
             else ["/usr/bin/sudo", "/bin/sh", "-c", ENV_CMD])
     env = {"PATH": path, "HOME": f"/home/{USER}", "LANG": "C.UTF-8", "TERM": "dumb"}
-    child = pexpect.spawn(
-        "/usr/bin/setpriv",
-        [f"--reuid={system.uid}", f"--regid={system.gid}", "--init-groups", "env", "-i",
-         *(f"{k}={v}" for k, v in env.items()), *argv],
-        cwd=os.fspath(cwd or system.root), encoding="utf-8", timeout=30, env={})
-    prompts: list[str] = []
-    output = ""
-    patterns = [PW_PROMPT[service], CODE_PROMPT, pexpect.EOF]
-    queue = list(answers)
-    while True:
-        i = child.expect(patterns)
-        output += (child.before or "") + (child.after if isinstance(child.after, str) else "")
-        if i == 2:
-            break
-        prompts.append(patterns[i])
-        child.sendline(queue.pop(0) if queue else "")
-    child.close()
-    return Session(child.exitstatus, output, prompts)
+    return converse(system.uid, system.gid, argv, env, cwd or system.root,
+                    [PW_PROMPT[service], CODE_PROMPT], answers)
 
 
 # ------------------------------------------------------------------ the attack
@@ -192,12 +156,10 @@ def test_exploit_through_real_su_and_sudo(system: System, service: str, variant:
     """bare: the payload runs as root (the attack, reproduced); guard: it never runs."""
     home = public_dir(system.root, f"{service}-{variant}-{mode}", owner=system.uid)
     marker = home / "marker"
-    evil = crafted_prefix(home / "evil", marker)
-    os.chown(evil, system.uid, system.gid)
+    evil = crafted_prefix(home / "evil", marker, owner=system.uid)
     if variant == "path":
         path, cwd = f"{evil}/bin:{CLEAN_PATH}", home
     else:
-        shutil.copy2(evil / "bin" / "python3", evil / "python3")
         path, cwd = "/nonexistent", evil
     install_stack(system, service, mode, "none")
     session = run_as_user(system, service, [PASSWORD], path=path, cwd=cwd)
@@ -235,7 +197,7 @@ def test_environment_handed_on_is_unchanged(system: System, service: str, varian
     path = CLEAN_PATH
     if variant == "path":
         home = public_dir(system.root, f"env-{service}", owner=system.uid)
-        path = f"{crafted_prefix(home / 'evil', home / 'marker')}/bin:{CLEAN_PATH}"
+        path = f"{crafted_prefix(home / 'evil', home / 'marker', system.uid)}/bin:{CLEAN_PATH}"
     install_stack(system, service, "off", "none")
     without = run_as_user(system, service, [PASSWORD], path=path)
     install_stack(system, service, "guard", "none")
