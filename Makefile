@@ -125,7 +125,7 @@ clean:
 # Not part of `make test`.  Results in bench/results/ (JSON, PNG; git-ignored).
 # BENCH_ARGS, e.g. BENCH_ARGS='-n 50 --only pam'.
 BENCH_ARGS ?=
-bench: deps pyc
+bench: deps pyc guard
 	@$(PYTHON) -c 'import matplotlib' 2>/dev/null || $(PIP_INSTALL) matplotlib
 	$(PYTHON) -m bench $(BENCH_ARGS)
 
