@@ -16,11 +16,14 @@
 #include <Python.h>
 #include <security/pam_modules.h>
 
-/* Debian's standard library and its packages (yaml, qrcode, pyotp).  Not /usr/local: pip
- * installs land there, and on older Debian it is writable by group staff. */
+/* Debian's standard library and its packages (yaml, qrcode, pyotp), for the Python this is
+ * built against (3.11 on Debian 12).  Not /usr/local: pip installs land there, and on older
+ * Debian it is writable by group staff. */
+#define MAJ Py_STRINGIFY(PY_MAJOR_VERSION)
+#define MIN Py_STRINGIFY(PY_MINOR_VERSION)
 static const wchar_t *const search_path[] = {
-	L"/usr/lib/python311.zip", L"/usr/lib/python3.11", L"/usr/lib/python3.11/lib-dynload",
-	L"/usr/lib/python3/dist-packages",
+	L"/usr/lib/python" MAJ MIN ".zip", L"/usr/lib/python" MAJ "." MIN,
+	L"/usr/lib/python" MAJ "." MIN "/lib-dynload", L"/usr/lib/python3/dist-packages",
 };
 
 static int start_python(void)
