@@ -14,11 +14,12 @@ APT_PACKAGES := \
 	libpam-google-authenticator libpam-oath \
 	python3-pyotp python3-yaml python3-qrcode python3-ntplib python3-click \
 	chrony faketime systemd lintian debhelper dh-python pybuild-plugin-pyproject \
-	python3-all python3-setuptools fail2ban python3-systemd man-db iproute2 scdoc build-essential
+	python3-all python3-setuptools fail2ban python3-systemd man-db iproute2 scdoc build-essential \
+	libpam0g-dev libpython3.11-dev sudo
 
 # Used only while there is no pyproject.toml; otherwise pyproject's `test` extra rules.
 PIP_FALLBACK := pytest hypothesis ruff mypy types-PyYAML paramiko aiosmtpd trustme pyotp qrcode \
-	pypng ntplib PyYAML click
+	pypng ntplib PyYAML click pexpect
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 PIP_INSTALL := $(PIP) install --root-user-action=ignore --progress-bar off
 
@@ -37,7 +38,7 @@ REQUIREMENTS := if [ -f pyproject.toml ]; then $(PYTHON) -c 'import tomllib; \
 	    print("\n".join(p["dependencies"] + p["optional-dependencies"]["test"]))'; \
 	  else printf '%s\n' $(PIP_FALLBACK); fi
 
-.PHONY: deps deps-apt deps-pip deps-test-pip lint pyc test clean demo bench deb man
+.PHONY: deps deps-apt deps-pip deps-test-pip lint pyc guard test clean demo bench deb man
 
 deps: deps-apt deps-pip
 
@@ -114,9 +115,30 @@ lint:
 pyc:
 	/usr/bin/python3 -m compileall -q pam_twofa
 
+# pam_twofa_guard.so (guard/pam_twofa_guard.c; README "Security notes"): a PAM module in C
+# linked with Debian's libpython3.11 (the one pam_python embeds, not a pyenv one on PATH).
+# -z nodelete: the interpreter it starts is never finalised, so its code must never be unmapped.
+# Flags are expanded when the recipe runs (=, not :=): on a fresh machine deps-apt installs
+# python3.11-config in the same make run.
+GUARD := build/pam_twofa_guard.so
+CC := $(if $(filter default,$(origin CC)),gcc,$(CC))
+PY_CONFIG := /usr/bin/python3.11-config
+GUARD_CFLAGS = -O2 -g -fPIC -fstack-protector-strong -D_FORTIFY_SOURCE=2 -Wall -Wextra -Werror \
+	$(shell $(PY_CONFIG) --includes)
+GUARD_LDFLAGS = -shared -Wl,-z,relro,-z,now,-z,nodelete,--as-needed \
+	$(shell $(PY_CONFIG) --ldflags --embed) -lpam
+
+guard: $(GUARD)
+
+$(GUARD): guard/pam_twofa_guard.c Makefile
+	@mkdir -p build
+	$(CC) $(CPPFLAGS) $(GUARD_CFLAGS) $(CFLAGS) -o '$@.tmp' '$<' $(LDFLAGS) $(GUARD_LDFLAGS)
+	mv '$@.tmp' '$@'
+
+
 # Safe to run from two checkouts at once (README "Development"): no shared install is
 # changed, and each pytest run keeps its temp files in a run dir of its own.
-test: deps-apt deps-test-pip pyc
+test: deps-apt deps-test-pip pyc guard
 	@$(MAKE) --no-print-directory lint
 	$(PYTHON) -m pytest -q -p no:cacheprovider
 
@@ -140,7 +162,7 @@ clean:
 # Not part of `make test`.  Results in bench/results/ (JSON, PNG; git-ignored).
 # BENCH_ARGS, e.g. BENCH_ARGS='-n 50 --only pam'.
 BENCH_ARGS ?=
-bench: deps-apt deps-test-pip pyc
+bench: deps-apt deps-test-pip pyc guard
 	@$(PYTHON) -c 'import matplotlib' 2>/dev/null || $(PIP_INSTALL) matplotlib
 	$(PYTHON) -m bench $(BENCH_ARGS)
 

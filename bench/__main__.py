@@ -1,7 +1,8 @@
 """``make bench`` / ``python3 -m bench``: pam-twofa against its peers, in one run.
 
 Sections (``--only`` picks some): pam (PAM transaction timings), ssh (SSH logins),
-scale (store and policy size), conc (64 concurrent logins). Ratios are computed
+scale (store and policy size), conc (64 concurrent logins), guard (pam_python with and
+without pam_twofa_guard.so; authenticate vs setcred). Ratios are computed
 within one run from interleaved measurements; targets are checked and printed, and
 the exit status is 0 whatever they say (a bench reports, the tests decide).
 """
@@ -14,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from bench import concurrency, pamrun, report, scale, sshrun
+from bench import concurrency, guardrun, pamrun, report, scale, sshrun
 from bench.world import World, ensure_pyc, median, percentile
 
 FLOOR = "floor (bare pam_python)"
@@ -97,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=30, help="timed runs per contender (>= 30)")
     parser.add_argument("--ssh-n", type=int, default=30, help="timed SSH logins per pair")
     parser.add_argument("--rounds", type=int, default=3, help="concurrency bursts per case")
-    parser.add_argument("--only", default="pam,ssh,conc", help="sections: pam,ssh,conc "
-                        "(pam includes scale)")
+    parser.add_argument("--only", default="pam,ssh,conc,guard", help="sections: "
+                        "pam,ssh,conc,guard (pam includes scale)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench: run as root (pam_wrapper, mount namespaces, GA's file owner)")
@@ -129,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         print(report.table("64 concurrent logins (right code each)", result["concurrency"],
                            ["case", "module", "rounds", "logins_per_s", "p99_ms", "exact"]),
               end="\n\n")
+    if "guard" in only:
+        result["guard"] = guardrun.run(args.n)
+        print(report.table("pam_twofa_guard.so (pamtester; ratio to the bare floor's "
+                           "authenticate)", result["guard"],
+                           ["name", "n", "median_ms", "p90_ms", "ratio_to_floor",
+                            "cpu_median_ms", "cpu_ratio"]), end="\n\n")
     result["load_at_end"] = round(os.getloadavg()[0], 2)
     result["verdicts"] = verdicts(result)
     print("\n".join(result["verdicts"]))

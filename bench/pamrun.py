@@ -28,7 +28,7 @@ def series(world: World, contenders: Sequence[Contender], n: int, user: str = "a
         rng.shuffle(order)
         for c in order:
             c.reset()
-            elapsed, used, rc = world.run(c.service, user, c.answers())
+            elapsed, used, rc = world.run(c.service, user, c.answers(), c.op)
             if rc != 0:
                 raise RuntimeError(f"{c.name}: pamtester exit {rc} (login refused)")
             if round_no >= warmup:

@@ -58,7 +58,8 @@ def write_png(result: dict[str, Any]) -> Path | None:
         return None
     panels = [(k, t) for k, t in (("pam", "PAM transaction (pamtester, fresh process)"),
                                   ("ssh", "SSH login (connect, auth, true)"),
-                                  ("scale", "Scale: pam-twofa TOTP login"))
+                                  ("scale", "Scale: pam-twofa TOTP login"),
+                                  ("guard", "pam_twofa_guard.so: with and without"))
               if result.get(k)]
     conc = result.get("concurrency") or []
     fig, axes = plt.subplots(len(panels) + (1 if conc else 0), 1,

@@ -39,11 +39,12 @@ class Contender:
     """A PAM service to time, the answers it needs, and a reset between runs."""
 
     def __init__(self, name: str, service: str, answers: Callable[[], list[str]],
-                 reset: Callable[[], None] | None = None) -> None:
+                 reset: Callable[[], None] | None = None, op: str = "authenticate") -> None:
         self.name = name
         self.service = service
         self.answers = answers
         self.reset = reset or (lambda: None)
+        self.op = op  # pamtester's operations, e.g. "setcred" or "authenticate setcred"
 
 
 class World:
@@ -122,16 +123,18 @@ class World:
                 module_line, "account required pam_permit.so"]
 
     # ------------------------------------------------------------ running
-    def pamtester_cmd(self, service: str, user: str) -> tuple[list[str], dict[str, str]]:
-        return ["pamtester", service, user, "authenticate"], self.env.wrapper_env()
+    def pamtester_cmd(self, service: str, user: str,
+                      op: str = "authenticate") -> tuple[list[str], dict[str, str]]:
+        return ["pamtester", service, user, *op.split()], self.env.wrapper_env()
 
-    def run(self, service: str, user: str, answers: list[str]) -> tuple[float, float, int]:
+    def run(self, service: str, user: str, answers: list[str],
+            op: str = "authenticate") -> tuple[float, float, int]:
         """One pamtester process: (wall seconds, CPU seconds, exit status).
 
         CPU time (user + system, from wait4) is the work itself; it varies far less
         than wall time when other jobs share the machine.
         """
-        cmd, env = self.pamtester_cmd(service, user)
+        cmd, env = self.pamtester_cmd(service, user, op)
         data = "".join(a + "\n" for a in answers).encode()
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, cwd=self.tmp,

@@ -11,7 +11,6 @@ the order of its tests decides when the purge happens); their bodies are here.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from tests.harness.pamenv import PAM_MATRIX, PAM_SET_ITEMS, PamEnv, oathtool
 from tests.harness.procs import SYSTEM_PATH
+from tests.harness.syslock import system_lock
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = "libpam-twofa"
@@ -31,9 +31,8 @@ RHOST = "203.0.113.7"
 FORGED = "198.51.100.9"  # an address a hostile user name tries to get banned
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".target")
 SYS_ENV = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
-# The machine-wide lock of every change to the system (apt-get, dpkg, /etc/pam.d):
-# the same one helpers and other tests take.
-LOCK_FILE = "/run/lock/pam-twofa-system.lock"
+# The installed guard by its bare name, as the profile and the README write it.
+GUARD_PACKAGED = "auth [success=1 ignore=ignore default=die] pam_twofa_guard.so"
 APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=600"]
 
 
@@ -114,7 +113,7 @@ def build(out: Path) -> Built:
     start = time.monotonic()
     sh(os.fspath(REPO / "tools/build-deb.sh"), os.fspath(out), timeout=600)
     seconds = time.monotonic() - start
-    debs = sorted(out.glob(f"{PACKAGE}_*_all.deb"))
+    debs = sorted(out.glob(f"{PACKAGE}_*.deb"))  # not the -dbgsym package
     changes = sorted(out.glob("pam-twofa_*.changes"))
     assert len(debs) == 1 and len(changes) == 1, sorted(out.iterdir())
     return Built(debs[0], changes[0], seconds, before, tree_status())
@@ -128,29 +127,9 @@ class Installed:
 
 
 @contextlib.contextmanager
-def machine_lock(timeout: float = 900) -> Iterator[None]:
-    """One install..purge at a time on this machine (two checkouts' test runs would
-    install and purge the same package under each other)."""
-    with open(LOCK_FILE, "a") as f:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{LOCK_FILE} held for {timeout} s") from None
-                time.sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
 def install(built: Built) -> Iterator[Installed]:
     """Under the machine lock: apt-get install, then purge on the way out (``installed``)."""
-    with machine_lock():
+    with system_lock():  # one install..purge at a time on this machine
         if installed_version() is not None:  # left by an interrupted run, or by hand
             purge()
         before = pam_d_digest()
@@ -165,7 +144,8 @@ def install(built: Built) -> Iterator[Installed]:
 
 @contextlib.contextmanager
 def installed_pam_env(root: Path) -> Iterator[PamEnv]:
-    """A hermetic PAM world whose service calls the INSTALLED module by its relative name."""
+    """A hermetic PAM world whose service calls the INSTALLED guard and module by their
+    relative names."""
     env = PamEnv(root)
     try:
         env.add_user("alice")
@@ -176,6 +156,7 @@ def installed_pam_env(root: Path) -> Iterator[PamEnv]:
         env.service_raw("twofa-deb", [
             f"auth required {PAM_SET_ITEMS}",
             f"auth required {PAM_MATRIX} passdb={env.passdb}",
+            GUARD_PACKAGED,
             f"auth required pam_python.so pam_twofa.py {args}",
             "account required pam_permit.so",
         ])
@@ -183,6 +164,7 @@ def installed_pam_env(root: Path) -> Iterator[PamEnv]:
         env.service_raw("twofa-deb-broken", [
             f"auth required {PAM_SET_ITEMS}",
             f"auth required {PAM_MATRIX} passdb={env.passdb}",
+            GUARD_PACKAGED,
             f"auth required pam_python.so pam_twofa.py policy={env.root}/missing.yaml "
             f"state_dir={env.state_dir} log_socket={env.log_socket}",
             "account required pam_permit.so",

@@ -46,12 +46,21 @@ from tests.deb_support import (
     run_logins,
     sh,
 )
+from tests.guard_support import (
+    ENV_CMD,
+    converse,
+    crafted_prefix,
+    public_dir,
+    system_lock,
+    throwaway_user,
+)
 from tests.harness.pamenv import PamEnv
 
 # What the package may depend on: Debian 12 packages only (issue 7).
 ALLOWED_DEPENDS = {
     "libpam-python", "libpam-runtime", "python3-click", "python3-ntplib", "python3-pyotp",
     "python3-qrcode", "python3-yaml", "python3",
+    "libc6", "libpython3.11",  # ${shlibs:Depends} of pam_twofa_guard.so
 }
 # Refusals fail2ban must count (a wrong answer, or trying while locked).
 BANNED_REASONS = {
@@ -112,7 +121,8 @@ def test_control_fields(built: Built) -> None:
     fields = sh("dpkg-deb", "-f", os.fspath(built.deb), "Package", "Source", "Architecture",
                 "Version", "Depends").stdout
     assert f"Package: {PACKAGE}" in fields and "Source: pam-twofa" in fields
-    assert "Architecture: all" in fields
+    arch = sh("dpkg", "--print-architecture").stdout.strip()  # pam_twofa_guard.so is native
+    assert f"Architecture: {arch}" in fields
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert re.search(rf"^Version: {re.escape(version)}(-\S+)?$", fields, re.M), (
         "debian/changelog and pyproject.toml disagree on the version", fields)
@@ -140,7 +150,9 @@ def test_contents_follow_the_repo(built: Built) -> None:
         assert man_path(page) in paths, page
     for script in repo_scripts():
         assert f"/usr/bin/{script}" in paths, script
+    multiarch = sh("dpkg-architecture", "-qDEB_HOST_MULTIARCH").stdout.strip()
     expected = {
+        f"/lib/{multiarch}/security/pam_twofa_guard.so",
         "/usr/share/pam-configs/pam-twofa",
         "/usr/lib/python3/dist-packages/pam_twofa/pam_entry.py",
         "/usr/lib/python3/dist-packages/pam_twofa/pamface.py",
@@ -176,6 +188,9 @@ def test_install_changes_no_pam_stack(installed: Installed) -> None:
     profile = Path("/usr/share/pam-configs/pam-twofa").read_text()
     assert "Default: no" in profile and "Auth-Type: Additional" in profile
     assert re.search(r"^\s+required\s+pam_python\.so pam_twofa\.py$", profile, re.M), profile
+    # the guard's line right before it (README "Security notes")
+    assert re.search(r"^\s+\[success=1 ignore=ignore default=die\]\s+pam_twofa_guard\.so\n"
+                     r"\s+required\s+pam_python\.so pam_twofa\.py$", profile, re.M), profile
     priority = int(re.search(r"^Priority: (\d+)$", profile, re.M).group(1))  # type: ignore[union-attr]
     unix = Path("/usr/share/pam-configs/unix").read_text()
     assert priority < int(re.search(r"^Priority: (\d+)$", unix, re.M).group(1))  # type: ignore[union-attr]
@@ -375,13 +390,43 @@ def test_remove_and_reinstall_say_what_stays(installed: Installed, built: Built)
     out = res.stdout + res.stderr
     assert "1 user(s) have 2FA state (enrollments), but no PAM service uses" in out, out
     assert pam_d_digest() == installed.pam_d_before  # the profile stays off
+@pytest.mark.parametrize("variant", ["path", "cwd"])
+def test_enabled_profile_stops_the_su_exploit(installed: Installed, variant: str) -> None:
+    """Issue 11.1 as reported: the package installed, the profile enabled (common-auth),
+    a user runs `su $USER` with a crafted standard library first on PATH (or in the cwd,
+    with no python3 on PATH).  The guard's line starts the interpreter first: no payload."""
+    user, password = "twofadebsu", "Deb-su-pw-not-secret"
+    root = Path(tempfile.mkdtemp(prefix="pam-twofa-debsu-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        with system_lock(), throwaway_user(user, password) as (uid, gid):
+            sh("pam-auth-update", "--package", "--enable", "pam-twofa")
+            try:
+                home = public_dir(root, variant, owner=uid)
+                marker = home / "marker"
+                evil = crafted_prefix(home / "evil", marker, owner=uid)
+                path, cwd = f"{evil}/bin:/usr/bin:/bin", home
+                if variant == "cwd":
+                    path, cwd = "/nonexistent", evil
+                session = converse(uid, gid, ["/usr/bin/su", user, "-c", ENV_CMD],
+                                   {"PATH": path, "LANG": "C.UTF-8", "TERM": "dumb"}, cwd,
+                                   ["Password: "], [password])
+            finally:
+                sh("pam-auth-update", "--package", "--disable", "pam-twofa")
+        assert not marker.exists(), marker.read_text()
+        assert session.rc == 0 and session.prompts == ["Password: "], session.output
+        assert f"USER={user}" in session.env  # not enrolled: the password decides
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_purge_removes_everything_and_the_profile(installed: Installed) -> None:
     """Last: enable the profile, add state, purge; nothing of the package may remain."""
     sh("pam-auth-update", "--package", "--enable", "pam-twofa")
     common_auth = Path("/etc/pam.d/common-auth").read_text()
-    assert re.search(r"^auth\s+required\s+pam_python\.so pam_twofa\.py$", common_auth, re.M)
+    assert re.search(r"^auth\s+\[success=1 ignore=ignore default=die\]\s+pam_twofa_guard\.so *\n"
+                     r"auth\s+required\s+pam_python\.so pam_twofa\.py$", common_auth, re.M), (
+        common_auth)
     users = Path("/var/lib/pam-twofa/users")
     users.mkdir(mode=0o700, exist_ok=True)
     (users / "someone.json").write_text("{}")

@@ -44,6 +44,10 @@ __all__ = ["SYSTEM_PATH", "PamEnv", "Result", "User", "oathtool"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENTRY_MODULE = REPO_ROOT / "pam_twofa" / "pam_entry.py"
 FIXTURE_MODULE = Path(__file__).resolve().parent / "fixture_module.py"
+# The C guard (guard/pam_twofa_guard.c, built by `make guard`) and the line that goes right
+# before every pam_python line (README "Security notes").
+GUARD_SO = REPO_ROOT / "build" / "pam_twofa_guard.so"
+GUARD_LINE = f"auth [success=1 ignore=ignore default=die] {GUARD_SO}"
 
 
 def _pam_wrapper_dir() -> Path:
@@ -256,11 +260,16 @@ class PamEnv:
         extra_lines: Sequence[str] = (),
         *,
         module: Path | str | None = None,
+        guard: bool = False,
     ) -> Path:
-        """Password (pam_matrix) then the module; ``module`` defaults to pam_entry.py."""
+        """Password (pam_matrix) then the module; ``module`` defaults to pam_entry.py.
+
+        ``guard``: the C guard's line first (GUARD_LINE; `make guard` builds it).
+        """
         lines = [
             f"auth required {PAM_SET_ITEMS}",
             f"auth required {PAM_MATRIX} passdb={self.passdb}",
+            *([GUARD_LINE] if guard else []),
             self.module_line(module_args, module),
             *extra_lines,
             "account required pam_permit.so",
