@@ -248,6 +248,7 @@ def test_import_over_an_enrollment_revokes_devices_and_codes(pam_env: PamEnv,
     seed_for_reenrollment(pam_env.state_dir, "carol")
     ga = tmp_path / "carol.google_authenticator"
     google_authenticator(ga, "-t", "-d")
+    os.chown(ga, pam_env.users["carol"].uid, pam_env.users["carol"].uid)  # carol's file
     done = pam_env.admin("import-google-authenticator", "carol", str(ga), "--force")
     assert done.returncode == 0, done.stderr
     for text in REVOKED_TEXT:

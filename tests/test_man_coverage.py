@@ -109,6 +109,8 @@ INSTALLED_FROM = {
     "/lib/systemd/system/": "systemd/",
     "/usr/share/doc/libpam-twofa/examples/profile.d/": "enroll/",
     "/usr/share/pam-configs/": "debian/pam-configs/",
+    # built from C by debian/rules (override_dh_auto_build/install)
+    "/lib/<multiarch>/security/pam_twofa_guard.so": "guard/pam_twofa_guard.c",
 }
 RUNTIME = ("/var/lib/pam-twofa/", "/run/pam-twofa/")  # made by the programs, not installed
 
