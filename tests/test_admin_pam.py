@@ -242,7 +242,7 @@ def test_direct_password_module_with_a_jump_continuations_and_no_requisite(
         "auth requisite pam_deny.so # comment\n"
         "auth required pam_permit.so\n")
     out = host.ok("enable", "svc")
-    assert "svc:5 (auth requisite pam_deny.so # comment)" in out  # after the jump's target
+    assert "svc: after svc:5: auth requisite pam_deny.so # comment" in out  # jump target
     assert lines(host.read("svc"))[5:7] == [
         "# pam-twofa: begin (twofa-admin pam)",
         f"auth [success=1 ignore=ignore default=die] {host.guard}"]
@@ -355,3 +355,15 @@ def test_an_enabled_stack_asks_password_then_code_and_stops_at_a_wrong_password(
     res = pam_env.pamtester("svc", "alice", [], op="setcred")
     assert res.rc == 0 and not [x for x in res.log_lines if "pam_twofa(" in x], res
     assert os.path.exists(pam_env.pam_dir / "svc.twofa-bak")
+
+
+def test_every_option_of_the_pam_commands_is_in_the_man_page() -> None:
+    from pam_twofa.cli.admin_pam import pam_group
+
+    man = (REPO_ROOT / "doc" / "man" / "twofa-admin.8.scd").read_text()
+    for name, command in pam_group.commands.items():
+        assert f"*pam {name}*" in man, name
+        for param in command.params:
+            for opt in param.opts:
+                if opt.startswith("-"):
+                    assert f"*{opt}*" in man, (name, opt)

@@ -38,8 +38,8 @@ def module_options(f: F) -> F:
 
 
 def say(service: str, message: str, warnings: list[str]) -> None:
-    if message:
-        click.echo(f"{service}: {message}" if service else message)
+    for text in message.splitlines():
+        click.echo(f"{service}: {text}" if service else text)
     for warning in warnings:
         click.echo(f"{PROG}: warning: {warning}", err=True)
 

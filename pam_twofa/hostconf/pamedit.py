@@ -171,9 +171,9 @@ def enable(pam_dir: str, service: str, *, module: str = ps.DEFAULT_MODULE,
     with locked(pam_dir):
         replace_file(pam.path, data, backup, pam.data)
     return Outcome(service, pam.path, True,
-                   f"enabled: {pam.path}:{after.last + 1}-{after.last + 4}, after "
-                   f"{ps.short(after.where)} ({pam.physical[after.last - 1].strip()}) "
-                   f"(backup: {backup})", warnings, backup)
+                   f"enabled: {pam.path}:{after.last + 1}-{after.last + 4}\n"
+                   f"after {ps.short(after.where)}: {pam.physical[after.last - 1].strip()}\n"
+                   f"backup: {backup}", warnings, backup)
 
 
 def plan_disable(pam_dir: str, service: str, module: str,
@@ -203,7 +203,7 @@ def _remove(pam: PamFile, blocks: list[tuple[int, int]], service: str) -> Outcom
     backup = pam.path + ps.BACKUP_SUFFIX
     replace_file(pam.path, data, backup, pam.data)
     spans = ", ".join(f"{pam.path}:{b}-{e}" for b, e in blocks)
-    return Outcome(service, pam.path, True, f"disabled: removed {spans} (backup: {backup})",
+    return Outcome(service, pam.path, True, f"disabled: removed {spans}\nbackup: {backup}",
                    backup=backup)
 
 
