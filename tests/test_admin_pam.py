@@ -263,6 +263,33 @@ def test_substack_password_step(host: Host) -> None:
     assert "no 'requisite' line" in out  # a die inside a substack ends the substack only
 
 
+def test_a_password_step_that_ends_the_stack_on_success(host: Host) -> None:
+    """RHEL-like 'sufficient pam_unix' at the top level: lines after it never run for
+    a right password, so 2FA would be skipped silently."""
+    (host.dir / "svc").write_text("auth required pam_env.so\n"
+                                  "auth sufficient pam_unix.so\nauth required pam_deny.so\n")
+    err = refused(host, "enable", "svc")
+    assert f"{host.dir}/svc:2: 'sufficient' ends the stack when the password is right" in err
+
+
+def test_status_warns_about_stacks_written_by_hand(host: Host) -> None:
+    guard = f"auth [default=die ignore=ignore success=1] {host.guard}\n"  # other order
+    module = f"auth required pam_python.so {host.module}\n"
+    (host.dir / "skip").write_text("auth sufficient pam_unix.so\n" + guard + module)
+    (host.dir / "count").write_text("auth required pam_unix.so\n" + guard + module)
+    (host.dir / "keycode").write_text(guard + module + "auth required pam_permit.so\n")
+    rows = host.status()
+    for name in ("skip", "count", "keycode"):
+        assert rows[name]["entries"][0]["guarded"] is True, rows[name]
+        assert rows[name]["entries"][0]["written_by"] == "by hand"
+    assert "never runs after a right password: skip:1 ends the stack" in " ".join(
+        rows["skip"]["warnings"])
+    assert "no 'requisite' line after the password step count:1" in " ".join(
+        rows["count"]["warnings"])
+    assert "no password step before it" in " ".join(rows["keycode"]["warnings"])
+    assert not any("requisite" in w for w in rows["sshd"]["warnings"])
+
+
 # ----------------------------------------------------------------------- disable --all
 def test_disable_all_is_all_or_nothing(host: Host) -> None:
     original = host.snapshot()

@@ -158,9 +158,13 @@ def enable(pam_dir: str, service: str, *, module: str = ps.DEFAULT_MODULE,
     if ps.managed_by_pam_auth_update(pam, after):
         raise PamConfigError("this is pam-auth-update's block, which it rewrites: use "
                              "'pam-auth-update --enable pam-twofa' instead", after.where)
+    done, stop = ps.after_password(top[pw_index:point])
+    if done is not None:
+        raise PamConfigError(
+            f"'{done.line.control.text if done.line.control else ''}' ends the stack "
+            "when the password is right: lines after it would never run", done.line.where)
     warnings = []
-    if not any(e.line.control and e.line.control.stops_on_failure()
-               for e in top[pw_index:point]):
+    if not stop:
         warnings.append(
             f"{service}: no 'requisite' line (or default=die) after the password step "
             f"({top[pw_index].describe()}): after a wrong password the code is still "

@@ -235,7 +235,7 @@ def replace_file(path: str, data: bytes, backup: str, expected: bytes) -> None:
 
 def _write(path: str, data: bytes, st: os.stat_result) -> None:
     directory, _, name = path.rpartition("/")
-    tmp = f"{directory}/.{name}.twofa-tmp.{os.getpid()}"
+    tmp = f"{directory}/.{name}.twofa-tmp.{os.getpid()}.{os.urandom(4).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
     try:

@@ -101,16 +101,46 @@ def is_guard(line: Line, guard: str = DEFAULT_GUARD) -> bool:
                              or os.path.basename(line.module) == DEFAULT_GUARD)
 
 
+def is_guard_line(line: Line, guard: str = DEFAULT_GUARD) -> bool:
+    """The guard with BLOCK's control (actions compared, not their spelling)."""
+    want = parse_text(BLOCK[0].format(guard=guard), "BLOCK")[0].control
+    return (is_guard(line, guard) and line.type == "auth" and line.control is not None
+            and want is not None and line.control.actions == want.actions)
+
+
+def checks_password(entry: Entry, entries: list[Entry]) -> bool:
+    """A password module, or a substack with one inside."""
+    if os.path.basename(entry.line.module) in PASSWORD_MODULES and not entry.line.includes:
+        return True
+    return entry.line.includes and any(
+        entry.line in e.via and os.path.basename(e.line.module) in PASSWORD_MODULES
+        for e in entries)
+
+
+def frame_before(entries: list[Entry], i: int) -> list[Entry]:
+    """The entries before ``entries[i]`` in its own (sub)stack, in order."""
+    depth, out = entries[i].depth, []
+    for k in range(i - 1, -1, -1):
+        if entries[k].depth == depth:
+            out.append(entries[k])
+        elif entries[k].depth < depth:
+            break
+    return out[::-1]
+
+
+def after_password(frame: list[Entry]) -> tuple[Entry | None, bool]:
+    """From the password step to the end of ``frame``: a line that ends the stack on
+    success (then nothing after it runs for a right password), and whether a line
+    ends it on failure (then a wrong password never reaches the code)."""
+    done = next((e for e in frame if e.line.control
+                 and e.line.control.action("success") == "done"), None)
+    stop = any(e.line.control and e.line.control.stops_on_failure() for e in frame)
+    return done, stop
+
+
 def block_lines(guard: str, module: str, args: str) -> list[str]:
     rest = f" {args}" if args else ""
     return [BLOCK[0].format(guard=guard), BLOCK[1].format(module=module, args=rest)]
-
-
-def guard_control() -> str:
-    """The guard line's control, as BLOCK writes it."""
-    line = parse_text(BLOCK[0].format(guard=DEFAULT_GUARD), "BLOCK")[0]
-    assert line.control is not None
-    return line.control.text
 
 
 def service_path(pam_dir: str, name: str) -> str:
@@ -200,9 +230,7 @@ def block_is_ours(pam: PamFile, begin: int, end: int, guard: str, module: str) -
     """'' when the block holds exactly the lines enable writes; else the first odd line."""
     inner = [x for x in pam.lines if begin < x.first and x.last < end]
     rules = [x for x in inner if x.is_rule or x.at_include]
-    ok = (len(rules) == 2 == len(inner) and is_guard(rules[0], guard)
-          and rules[0].type == "auth" and rules[0].control is not None
-          and rules[0].control.text == guard_control()
+    ok = (len(rules) == 2 == len(inner) and is_guard_line(rules[0], guard)
           and is_twofa(rules[1], module) and rules[1].type == "auth"
           and rules[1].control is not None and rules[1].control.keyword == "required")
     if ok:

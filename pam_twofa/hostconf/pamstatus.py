@@ -43,8 +43,7 @@ def finding(resolver: ps.Resolver, name: str, entries: list[ps.Entry], i: int,
     entry = entries[i]
     control = entry.line.control.text if entry.line.control else ""
     before = previous(entries, i)
-    guarded = bool(before and ps.is_guard(before.line, guard) and before.line.control
-                   and before.line.control.text == ps.guard_control())
+    guarded = bool(before and ps.is_guard_line(before.line, guard))
     item = {"where": entry.describe(), "file": entry.line.path, "line": entry.line.first,
             "via": [v.where for v in entry.via], "control": control, "guarded": guarded,
             "written_by": origin(resolver, entry)}
@@ -56,6 +55,20 @@ def finding(resolver: ps.Resolver, name: str, entries: list[ps.Entry], i: int,
                         "stack with success; use 'required' after the password step")
     elif keyword == "optional":
         warnings.append(f"{entry.describe()}: 'optional': a wrong code does not refuse")
+    frame = ps.frame_before(entries, i)[: -1 if guarded else None]  # its default=die
+    steps = [k for k, e in enumerate(frame) if ps.checks_password(e, entries)]
+    if not steps:
+        warnings.append(f"{entry.describe()}: no password step before it in its stack "
+                        "(right only for key + code stacks behind sshd's publickey)")
+    else:
+        done, stop = ps.after_password(frame[steps[-1]:])
+        if done is not None:
+            warnings.append(f"{entry.describe()}: never runs after a right password: "
+                            f"{done.describe()} ends the stack on success")
+        elif not stop:
+            warnings.append(f"{entry.describe()}: no 'requisite' line after the password "
+                            f"step {frame[steps[-1]].describe()}: a wrong code after a "
+                            "wrong password is counted")
     if not guarded:
         if name in ps.SETUID_SERVICES:
             critical = True
