@@ -247,10 +247,18 @@ def test_direct_password_module_with_a_jump_continuations_and_no_requisite(
         "# pam-twofa: begin (twofa-admin pam)",
         f"auth [success=1 ignore=ignore default=die] {host.guard}"]
     assert "warning" not in out
-    (host.dir / "bare").write_text("auth required pam_unix.so \\\n  nullok\n")
+    bare = b"auth required pam_unix.so \\\n  nullok\f\r\nauth optional pam_echo.so\n"
+    (host.dir / "bare").write_bytes(bare)  # \f and \r are no line ends for libpam
     out = host.ok("enable", "bare")
-    assert lines(host.read("bare"))[2] == "# pam-twofa: begin (twofa-admin pam)"
+    head, tail = bare.split(b"\r\n")
+    assert host.read("bare") == head + b"\r\n" + "".join(
+        x + "\n" for x in ["# pam-twofa: begin (twofa-admin pam)",
+                           f"auth [success=1 ignore=ignore default=die] {host.guard}",
+                           f"auth required pam_python.so {host.module}",
+                           "# pam-twofa: end"]).encode() + tail
     assert "no 'requisite' line" in out and "bare:1" in out
+    host.ok("disable", "bare")
+    assert host.read("bare") == bare
 
 
 def test_substack_password_step(host: Host) -> None:

@@ -187,7 +187,10 @@ class PamFile:
         self.path = path
         self.data = data
         self.text = data.decode("utf-8", "surrogateescape")
-        self.physical = self.text.splitlines(keepends=True)
+        # "\n" only, as libpam (fgets) and parse_text split: splitlines() would also
+        # split at \r, \f and others, and shift every line number after one.
+        parts = self.text.split("\n")
+        self.physical = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
         self.lines = parse_text(self.text, path)
 
     @classmethod
