@@ -96,8 +96,6 @@ def service_status(resolver: ps.Resolver, name: str, module: str,
         row["errors"].append(str(exc))
         return row
     row["errors"] += stack.problems
-    if stack.fallback:
-        row["warnings"].append("no auth lines of its own: libpam runs those of 'other'")
     for i, entry in enumerate(stack.entries):
         if ps.is_twofa(entry.line, module):
             item, warnings, critical = finding(resolver, name, stack.entries, i, guard)
@@ -105,6 +103,8 @@ def service_status(resolver: ps.Resolver, name: str, module: str,
             row["warnings"] += warnings
             row["critical"] = row["critical"] or critical
     row["enabled"] = bool(row["entries"])
+    if stack.fallback and row["enabled"]:
+        row["warnings"].append("no auth lines of its own: libpam runs those of 'other'")
     if len(row["entries"]) > 1:
         row["warnings"].append(f"pam-twofa runs {len(row['entries'])} times in this stack: "
                                "the code is asked as often")
