@@ -261,6 +261,13 @@ def test_direct_password_module_with_a_jump_continuations_and_no_requisite(
     assert host.read("bare") == bare
 
 
+def test_a_screen_lockers_service_gets_a_warning(host: Host) -> None:
+    shutil.copy(host.dir / "chsh", host.dir / "i3lock")
+    out = host.ok("enable", "i3lock")
+    assert "warning: i3lock: a screen locker's service: it runs PAM as the user" in out
+    assert "warning" not in host.ok("enable", "chsh")
+
+
 def test_substack_password_step(host: Host) -> None:
     (host.dir / "system-auth").write_text(
         "auth required pam_env.so\nauth sufficient pam_unix.so\nauth required pam_deny.so\n")

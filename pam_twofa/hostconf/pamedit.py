@@ -164,6 +164,10 @@ def enable(pam_dir: str, service: str, *, module: str = ps.DEFAULT_MODULE,
             f"'{done.line.control.text if done.line.control else ''}' ends the stack "
             "when the password is right: lines after it would never run", done.line.where)
     warnings = []
+    if service in ps.UNPRIVILEGED_SERVICES:
+        warnings.append(f"{service}: a screen locker's service: it runs PAM as the user, "
+                        "who cannot read pam-twofa's state, so unlocking will fail; "
+                        f"'twofa-admin pam disable {service}' takes it out again")
     if not stop:
         warnings.append(
             f"{service}: no 'requisite' line (or default=die) after the password step "

@@ -49,6 +49,13 @@ SETUID_SERVICES = {
     "doas": "doas is setuid root",
     "other": "every program without a file of its own uses it, setuid ones too",
 }
+# Services of programs that run PAM as the user (screen lockers): the module cannot
+# read its root-only state there, so pam-twofa does not belong in their stacks.
+UNPRIVILEGED_SERVICES = frozenset({
+    "i3lock", "swaylock", "xscreensaver", "kde", "kscreensaver", "vlock", "physlock",
+    "xlock", "slock", "light-locker", "mate-screensaver", "xfce4-screensaver",
+    "cinnamon-screensaver", "gnome-screensaver", "hyprlock", "waylock",
+})
 # pam-auth-update rewrites what lies between these in common-*.
 MANAGED = ("# here are the per-package modules", "# end of pam-auth-update config")
 SKIPPED_SUFFIXES = (BACKUP_SUFFIX, "~", ".dpkg-old", ".dpkg-new", ".dpkg-dist", ".dpkg-tmp",
