@@ -2,9 +2,10 @@
 (``python3 -m pam_twofa.cli.admin pam ...``) on copies of Debian 12's own PAM files.
 
 tests/fixtures/pam.d holds byte-for-byte copies of a Debian 12 host's /etc/pam.d files
-(login 1:4.13, openssh-server 1:9.2, libpam-runtime 1.5.2 with libpam-cap's line in
-common-auth; sudo and sudo-i from sudo 1.9.13p3): committed, because the machine's own
-files can be mid-change by other tests (su, sudo) and sudo is not installed here.
+(login and passwd 1:4.13, util-linux 2.38.1 (su, runuser), openssh-server 1:9.2,
+libpam-runtime 1.5.2 with libpam-cap's line in common-auth; sudo and sudo-i from sudo
+1.9.13p3): committed, because the machine's own files can be mid-change by other tests
+(su, sudo) and sudo need not be installed.
 The last test runs an enabled stack for real: pamtester under pam_wrapper.
 """
 
