@@ -16,10 +16,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from pam_twofa.hostconf import pamstack as ps
 from tests.harness.pamenv import ENTRY_MODULE, PAM_MATRIX, PAM_SET_ITEMS, REPO_ROOT, PamEnv
 from tests.pam_support import enroll, log_text, status, wait_mid_step, wrong_code
 
@@ -410,3 +414,40 @@ def test_every_option_of_the_pam_commands_is_in_the_man_page() -> None:
             for opt in param.opts:
                 if opt.startswith("-"):
                     assert f"*{opt}*" in man, (name, opt)
+
+
+# ------------------------------------------------------------------------------- fuzz
+PAM_WORDS = ["auth", "-auth", "account", "session", "required", "requisite", "sufficient",
+             "optional", "include", "substack", "@include", "[success=1", "default=ignore]",
+             "[success=2 default=die]", "pam_unix.so", "pam_deny.so", "pam_permit.so",
+             "common-auth", "nullok", "#", "\\", "[a b]", "\t", " ", "pam_python.so",
+             "pam_twofa.py", "\r", "\f", "x"]
+
+
+@given(st.lists(st.lists(st.sampled_from(PAM_WORDS), max_size=6), max_size=6),
+       st.integers(0, 6))
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_fuzz_enable_refuses_or_disable_restores_every_byte(
+        tmp_path: Path, extra: list[list[str]], at: int) -> None:
+    """Any file: enable refuses with the documented error and writes nothing, or its
+    block is disabled back to the same bytes."""
+    from pam_twofa.errors import PamConfigError
+    from pam_twofa.hostconf import pamedit
+
+    with tempfile.TemporaryDirectory(dir=tmp_path) as root:
+        pam_dir = Path(root)
+        shutil.copy(FIXTURES / "common-auth", pam_dir / "common-auth")
+        body = [" ".join(words) for words in extra]
+        body.insert(min(at, len(body)), "@include common-auth")
+        data = "\n".join(body).encode() + b"\n"
+        (pam_dir / "svc").write_bytes(data)
+        kw = {"module": str(ENTRY_MODULE), "guard": str(PAM_PERMIT)}
+        try:
+            done = pamedit.enable(str(pam_dir), "svc", **kw)
+        except PamConfigError:
+            assert (pam_dir / "svc").read_bytes() == data
+            return
+        assert done.changed and ps.BEGIN.encode() in (pam_dir / "svc").read_bytes()
+        pamedit.disable(str(pam_dir), "svc", **kw)
+        assert (pam_dir / "svc").read_bytes() == data
