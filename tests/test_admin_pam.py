@@ -273,6 +273,13 @@ def test_a_screen_lockers_service_gets_a_warning(host: Host) -> None:
     assert "warning" not in host.ok("enable", "chsh")
 
 
+def test_a_password_step_that_jumps_past_the_end(host: Host) -> None:
+    (host.dir / "svc").write_text("auth [success=9 default=ignore] pam_unix.so\n"
+                                  "auth requisite pam_deny.so\n")
+    out = host.ok("enable", "svc")  # it hung here once: the end is as far as a jump goes
+    assert lines(host.read("svc"))[2] == ps.BEGIN and "warning" not in out
+
+
 def test_substack_password_step(host: Host) -> None:
     (host.dir / "system-auth").write_text(
         "auth required pam_env.so\nauth sufficient pam_unix.so\nauth required pam_deny.so\n")
@@ -419,9 +426,9 @@ def test_every_option_of_the_pam_commands_is_in_the_man_page() -> None:
 # ------------------------------------------------------------------------------- fuzz
 PAM_WORDS = ["auth", "-auth", "account", "session", "required", "requisite", "sufficient",
              "optional", "include", "substack", "@include", "[success=1", "default=ignore]",
-             "[success=2 default=die]", "pam_unix.so", "pam_deny.so", "pam_permit.so",
-             "common-auth", "nullok", "#", "\\", "[a b]", "\t", " ", "pam_python.so",
-             "pam_twofa.py", "\r", "\f", "x"]
+             "[success=2 default=die]", "[success=9]", "pam_unix.so", "pam_deny.so",
+             "pam_permit.so", "common-auth", "nullok", "#", "\\", "[a b]", "\t", " ",
+             "pam_python.so", "pam_twofa.py", "\r", "\f", "x"]
 
 
 @given(st.lists(st.lists(st.sampled_from(PAM_WORDS), max_size=6), max_size=6),

@@ -102,7 +102,7 @@ def insertion_point(top: list[ps.Entry], first: int, last: int) -> int:
         for j in range(first, point):
             control = top[j].line.control
             for n in control.jumps() if control else []:
-                if j + 1 + n > point:
+                if min(j + 1 + n, len(top)) > point:  # a jump past the end: to the end
                     point, moved = min(j + 1 + n, len(top)), True
     if point < len(top) and top[point].top == top[point - 1].top:
         raise PamConfigError(
