@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_admin_pam import Host
+from tests.pamfiles_support import Host
 
 PRERM = Path(__file__).resolve().parents[1] / "debian" / "libpam-twofa.prerm"
 REPO = PRERM.parents[1]
