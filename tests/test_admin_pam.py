@@ -223,6 +223,8 @@ def test_a_screen_lockers_service_gets_a_warning(host: Host) -> None:
     out = host.ok("enable", "i3lock")
     assert "warning: i3lock: a screen locker's service: it runs PAM as the user" in out
     assert "warning" not in host.ok("enable", "chsh")
+    assert any("screen locker" in w for w in host.status()["i3lock"]["warnings"])
+    assert not any("screen locker" in w for w in host.status()["chsh"]["warnings"])
 
 
 def test_a_password_step_that_jumps_past_the_end(host: Host) -> None:

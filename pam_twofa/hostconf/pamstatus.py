@@ -103,6 +103,9 @@ def service_status(resolver: ps.Resolver, name: str, module: str,
             row["warnings"] += warnings
             row["critical"] = row["critical"] or critical
     row["enabled"] = bool(row["entries"])
+    if row["enabled"] and name in ps.UNPRIVILEGED_SERVICES:
+        row["warnings"].append("a screen locker's service: it runs PAM as the user, who "
+                               "cannot read pam-twofa's state, so unlocking fails")
     if stack.fallback and row["enabled"]:
         row["warnings"].append("no auth lines of its own: libpam runs those of 'other'")
     if len(row["entries"]) > 1:
