@@ -20,21 +20,23 @@ if TYPE_CHECKING:
     F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_PAM_DIR = "/etc/pam.d"
-MODULE_HELP = "The pam_python module path on the line (default: the package's)."
-GUARD_HELP = "The guard module before it (default: the package's)."
+MODULE_HELP = "pam_python module on the line (checkout: /abs/path/pam_twofa/pam_entry.py)."
+GUARD_HELP = "Guard module before it (checkout: /abs/path/build/pam_twofa_guard.so)."
 
 
 def pam_dir_option(f: F) -> F:
     return click.option("--pam-dir", default=DEFAULT_PAM_DIR, show_default=True,
-                        type=click.Path(file_okay=False), help="PAM service directory.")(f)
+                        metavar="DIR", type=click.Path(file_okay=False),
+                        help="PAM service directory.")(f)
 
 
 def module_options(f: F) -> F:
     from pam_twofa.hostconf.pamstack import DEFAULT_GUARD, DEFAULT_MODULE
 
-    f = click.option("--guard", default=DEFAULT_GUARD, show_default=True, help=GUARD_HELP)(f)
+    f = click.option("--guard", default=DEFAULT_GUARD, show_default=True, metavar="PATH",
+                     help=GUARD_HELP)(f)
     return click.option("--module", default=DEFAULT_MODULE, show_default=True,
-                        help=MODULE_HELP)(f)
+                        metavar="PATH", help=MODULE_HELP)(f)
 
 
 def say(service: str, message: str, warnings: list[str]) -> None:
@@ -53,7 +55,8 @@ def pam_group() -> None:
 @click.argument("service")
 @pam_dir_option
 @module_options
-@click.option("--module-args", default="", help="Module arguments, e.g. 'policy=FILE'.")
+@click.option("--module-args", default="", metavar="ARGS",
+              help="Module arguments for the line, e.g. 'policy=FILE debug'.")
 def pam_enable(service: str, pam_dir: str, module: str, guard: str, module_args: str) -> None:
     """Add the guard and module lines after SERVICE's password step."""
 
