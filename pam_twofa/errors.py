@@ -120,3 +120,24 @@ class NotAllowed(TwofaError):
 
     reason = "not-allowed"
     exit_name = "NOPERM"
+
+
+class PamConfigError(TwofaError):
+    """A PAM service file that ``twofa-admin pam`` will not edit, or cannot read.
+
+    ``where`` is ``FILE:LINE`` (or ``FILE``): the admin is told which line to look at.
+    """
+
+    reason = "bad-pam-config"
+    exit_name = "CONFIG"
+
+    def __init__(self, message: str, where: str = "") -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+        self.where = where
+        self.problem = message
+
+
+class PamLinesNotOurs(PamConfigError):
+    """pam-twofa lines that ``twofa-admin pam`` did not write and so will not remove."""
+
+    exit_name = "FAILED"
