@@ -112,7 +112,8 @@ INSTALLED_FROM = {
     # built from C by debian/rules (override_dh_auto_build/install)
     "/lib/<multiarch>/security/pam_twofa_guard.so": "guard/pam_twofa_guard.c",
 }
-RUNTIME = ("/var/lib/pam-twofa/", "/run/pam-twofa/")  # made by the programs, not installed
+RUNTIME = ("/var/lib/pam-twofa/", "/run/pam-twofa/",  # made by the programs, not installed
+           "/etc/pam.d/")  # the system's, changed by twofa-admin pam
 
 
 def files_section(text: str) -> list[str]:
