@@ -77,7 +77,8 @@ def activate(state: UserState, secret: str, policy: Policy, now: float, *,
 def status(state: UserState | None, now: float) -> dict[str, Any]:
     """What ``status`` commands show of a user: never the secret or codes."""
     if state is None:
-        return {"enrolled": False, "failures": 0, "locked": False, "locked_until": None}
+        return {"enrolled": False, "failures": 0, "locked": False, "locked_until": None,
+                "suspended_since": None}
     until = lockout.locked_until(state, now)
     return {
         "enrolled": state.enrolled,
@@ -86,7 +87,9 @@ def status(state: UserState | None, now: float) -> dict[str, Any]:
         "locked": until is not None,
         "locked_until": until,
         "lock_level": state.lock_level,
-        "last_success": state.last_success,
+        "suspended_since": state.suspended,  # max_consecutive_failures reached
+        "last_success": state.last_success,  # last login with a code
+        "last_trusted": state.last_trusted,  # last login from a trusted device
         "first_seen": state.first_seen,
         "recovery_codes_left": len(state.recovery_codes),
         "trusted_devices": len(state.devices),
