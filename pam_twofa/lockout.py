@@ -3,9 +3,9 @@
 ``max_failures`` wrong codes within ``interval_seconds`` lock the user for
 ``lock_seconds``. Until the next success, every further wrong code locks again
 for twice as long as the lock before, capped at ``max_lock_seconds``. With the
-defaults that is ~380 guesses a year for an attacker who knows the password
-(``guesses_per_year`` computes it: 377), against ~105,000 for the same lock
-without doubling.
+defaults that alone would be ~380 guesses a year for an attacker who knows the
+password, against ~105,000 for the same lock without doubling; the suspension
+below caps it at 100 in all (``guesses_per_year``).
 Attempts while locked are refused without looking at the code and do not count.
 
 NIST SP 800-63B 5.2.2 caps consecutive failed attempts at 100: the
