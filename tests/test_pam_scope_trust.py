@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 
+from tests.enroll_support import client, running_service
 from tests.harness.pamenv import PamEnv, oathtool
 from tests.pam_support import enroll, log_text, output, wrong_code
 
@@ -66,6 +67,16 @@ def test_trusted_device_login_is_not_a_login_with_a_code(pam_env: PamEnv) -> Non
     after = json.loads(pam_env.admin("status", "alice", "--json").stdout)
     assert after["last_success"] == before["last_success"]  # the code login, unchanged
     assert after["last_trusted"] > before["last_success"]
+    # what the user sees (issue 12 item 10): two rows, not one "last login with a code"
+    pam_env.allow_uid(pam_env.users["alice"].uid)
+    with running_service(pam_env) as service:
+        res = client(pam_env, service, ["status"], uid=pam_env.users["alice"].uid)
+    assert res.returncode == 0, res.stderr
+    rows = dict(line.split(":", 1) for line in res.stdout.splitlines() if ":" in line)
+    from pam_twofa.clock import format_time
+
+    assert rows["Last login with a code"].strip() == format_time(before["last_success"])
+    assert rows["Last trusted-device login"].strip() == format_time(after["last_trusted"])
 
 
 def _roots(pam_env: PamEnv, policy: str) -> None:

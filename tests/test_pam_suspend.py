@@ -84,3 +84,20 @@ def test_no_security_email_no_mail(tw: PamEnv) -> None:
     assert log_text(res).endswith("reason=bad-code failures=1 suspended=yes"), res
     res = login(tw, "alice", oathtool(secret))
     assert log_text(res).endswith("reason=suspended"), res
+
+
+def test_a_wrong_password_counts_nothing_only_with_requisite(tw: PamEnv) -> None:
+    """The documented limit: the module cannot know that the password module failed
+    (PAM_AUTHTOK is set either way), so only a stack that ends at a wrong password
+    (requisite) keeps wrong codes after it from counting."""
+    from tests.harness.pamenv import PAM_MATRIX, PAM_SET_ITEMS
+
+    secret = enroll(tw, "alice")
+    bad = wrong_code(secret)
+    for control, counted in (("requisite", 0), ("required", 1)):
+        tw.service_raw("svc", [f"auth required {PAM_SET_ITEMS}",
+                               f"auth {control} {PAM_MATRIX} passdb={tw.passdb}",
+                               tw.module_line(), "account required pam_permit.so"])
+        res = tw.pamtester("svc", "alice", ["wrong-password", bad])
+        assert res.rc != 0, res
+        assert status(tw, "alice")["failures"] == counted, control
