@@ -165,13 +165,14 @@ def _grace_start(store: Store, account: Account, now: float) -> float:
     """When the account's grace period began (written on its first login in scope).
 
     Kept per uid for uid 0: every uid-0 account (root, toor, ...) is root, so they
-    share root's one grace period, which also ends when root itself enrolled long
-    enough ago; a second uid-0 name never starts a grace period of its own.
+    share root's one grace period, which for toor also ends when root (enrolled)
+    enrolled long enough ago; a second uid-0 name never starts one of its own.
     """
     key = "root" if account.uid == 0 else account.name
     state = store.load(key)
+    root_enrolled = state is not None and state.enrolled and key != account.name
     starts = [t for t in (state.first_seen if state else None,
-                          state.enrolled_at if state and account.uid == 0 else None)
+                          state.enrolled_at if state and root_enrolled else None)
               if t is not None]
     if starts:
         return min(starts)

@@ -199,11 +199,18 @@ def offer(request: Request, user: str, policy: Policy, store: Store,
     answer = request.conversation.ask(TRUST_PROMPT.format(days=days), echo=True)
     if answer is None or answer.strip().lower() not in YES:
         return ()
-    with store.update(user) as st:
-        if not st.enrolled:
-            return ()
-        record = add(st, binding, tp, clock.now())
-        email = st.email
+    from pam_twofa.errors import LockTimeout
+
+    try:
+        with store.update(user) as st:
+            if not st.enrolled:
+                return ()
+            record = add(st, binding, tp, clock.now())
+            email = st.email
+    except LockTimeout:  # the code was proven: the login stands, the device is not trusted
+        request.conversation.error("This device could not be trusted now; "
+                                   "try again at your next login.")
+        return (("trusted_device", "lock-timeout"),)
     request.conversation.info(f"This device is trusted until {format_time(record['expires'])}.")
     fields: tuple[tuple[str, Any], ...] = (("trusted_device", record["id"]),)
     if email:  # tell the owner by mail (best effort, bounded by the smtp timeout)

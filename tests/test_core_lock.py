@@ -216,3 +216,28 @@ def test_recovery_hint_names_the_command(tmp_path: Path) -> None:
     assert decision.reason == "recovery-code"
     assert conv.infos == ["Recovery code accepted: 1 left. "
                           "Run 'twofa-enroll recovery-codes' to get new ones."]
+
+
+def test_lock_timeout_after_a_right_code_only_skips_the_trust(tmp_path: Path) -> None:
+    """The code was proven and used: the login stands; only the device is not trusted."""
+    store = _store(tmp_path, timeout=3.0)
+    with store.update("alice") as st:
+        enrolled()(st)
+
+    class HoldLockOnTrustQuestion(Script):
+        fd = -1
+
+        def ask(self, prompt: str, echo: bool = False) -> str | None:
+            if prompt.startswith("Trust this device"):
+                self.fd = os.open(_lock(tmp_path), os.O_RDWR)
+                fcntl.flock(self.fd, fcntl.LOCK_EX)  # another login takes the lock
+            return super().ask(prompt, echo)
+
+    conv = HoldLockOnTrustQuestion([code(), "yes"])
+    try:
+        decision = _run(store, conv, {"trusted_devices": {"enabled": True}})
+    finally:
+        os.close(conv.fd)
+    assert (decision.outcome, decision.reason) == ("success", "ok")
+    assert dict(decision.fields) == {"trusted_device": "lock-timeout"}
+    assert _state(store).devices == [] and _state(store).last_step == STEP
