@@ -182,8 +182,8 @@ def _grace_start(store: Store, account: Account, now: float) -> float:
         return st.first_seen
 
 
-class _Verdict:
-    """What ``_check_code`` decided under the lock; said to the client after it."""
+class Verdict:
+    """What ``verify`` decided under the lock; said to the client after it."""
 
     def __init__(self, reason: str, message: str | None = None,
                  fields: tuple[tuple[str, Any], ...] = ()) -> None:
@@ -202,7 +202,7 @@ def _check_code(request: Request, user: str, answer: str, policy: Policy, store:
     talk to the client: never while the lock is held."""
     with store.update(user) as st:
         now = clock.now()
-        verdict = _verdict(st, answer, policy, now)
+        verdict = verify(st, answer, policy, now)
     if verdict.reason == "ok":
         return Decision(outcome=Outcome.SUCCESS, reason="ok")
     conv = request.conversation
@@ -232,37 +232,40 @@ def _check_code(request: Request, user: str, answer: str, policy: Policy, store:
     return Decision(outcome=Outcome.REFUSE, reason=verdict.reason, fields=fields)
 
 
-def _verdict(st: UserState, answer: str, policy: Policy, now: float) -> _Verdict:
+def verify(st: UserState, answer: str, policy: Policy, now: float) -> Verdict:
     """The decision on ``answer``, changing ``st`` (held under its lock) as it goes.
+
+    The one rule for a code from an enrolled user, used by logins and by the
+    enrollment service (``enrollment.check_code``) alike.
 
     Not counted toward the lockout: an empty answer (no guess was made) and a
     replay, a code of a step not newer than the last accepted one (it proves
     knowledge of a real code; the user typed it twice, e.g. ssh then sudo).
     """
     if not st.enrolled:  # reset by an admin while we were asking
-        return _Verdict("not-enrolled")
+        return Verdict("not-enrolled")
     if lockout.suspended(st):
-        return _Verdict("suspended", MSG_SUSPENDED)
+        return Verdict("suspended", MSG_SUSPENDED)
     until = lockout.locked_until(st, now)
     if until is not None:
-        return _Verdict("locked", f"Too many wrong codes: locked until {format_time(until)}.",
+        return Verdict("locked", f"Too many wrong codes: locked until {format_time(until)}.",
                         (("locked_until", int(until)),))
     if not answer.strip():
-        return _Verdict("empty", MSG_EMPTY)
+        return Verdict("empty", MSG_EMPTY)
     step = _match(st, answer, policy, now)
     if step is not None and step > st.last_step:
         st.last_step = step
         lockout.record_success(st, now)
-        return _Verdict("ok")
+        return Verdict("ok")
     if step is not None:
-        return _Verdict("replay", MSG_REPLAY)
+        return Verdict("replay", MSG_REPLAY)
     left = _use_recovery_code(st, answer, now)
     if left is not None:
-        verdict = _Verdict("recovery-code")
+        verdict = Verdict("recovery-code")
         verdict.left = left
         return verdict
     locked = lockout.record_failure(st, policy.lockout, now)
-    verdict = _Verdict("bad-code", MSG_WRONG, (("failures", st.failures),))
+    verdict = Verdict("bad-code", MSG_WRONG, (("failures", st.failures),))
     verdict.email = st.email
     if lockout.suspended(st):
         verdict.suspended = True

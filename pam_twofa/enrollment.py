@@ -124,33 +124,28 @@ def pending_secret(state: UserState, now: float) -> str | None:
 def check_code(state: UserState, answer: str, policy: Policy, now: float) -> str:
     """Prove an enrolled user's current TOTP or recovery code, exactly as a login does.
 
-    Same replay rule and lockout as ``core._check_code`` (its helpers are reused).
-    Returns ``ok``, ``recovery``, or a refusal reason: ``locked``, ``replay``,
-    ``bad-code``. Call inside ``Store.update`` and raise only after it, so the
-    counted failure is committed.
+    ``core.verify`` decides (one rule: replay, empty answers, lockout and
+    suspension alike). Returns ``ok``, ``recovery``, or a refusal reason:
+    ``locked``, ``suspended``, ``replay``, ``empty``, ``bad-code``,
+    ``not-enrolled``. Call inside ``Store.update`` and raise only after it, so
+    the counted failure is committed. A suspended user proves nothing here: no
+    re-enrollment or disabling lifts a suspension, only ``twofa-admin unlock``.
     """
     from pam_twofa import core
 
-    if lockout.locked_until(state, now) is not None:
-        return "locked"
-    step = core._match(state, answer, policy, now)
-    if step is not None and step > state.last_step:
-        state.last_step = step
-        lockout.record_success(state, now)
-        return "ok"
-    if step is None and core._use_recovery_code(state, answer, now) is not None:
-        return "recovery"
-    lockout.record_failure(state, policy.lockout, now)
-    return "replay" if step is not None else "bad-code"
+    reason = core.verify(state, answer, policy, now).reason
+    return {"recovery-code": "recovery"}.get(reason, reason)
 
 
 def confirm_pending(state: UserState, answer: str, policy: Policy, now: float) -> str:
     """Activate the pending secret if ``answer`` is its current code.
 
-    Returns ``ok`` or ``locked``, ``no-pending``, ``bad-code``. A wrong code
+    Returns ``ok``, ``suspended``, ``locked``, ``no-pending`` or ``bad-code``. A wrong code
     counts in the lockout like a wrong login code; the accepted step becomes
     ``last_step``, so the same code cannot log in again.
     """
+    if lockout.suspended(state):
+        return "suspended"
     if lockout.locked_until(state, now) is not None:
         return "locked"
     secret = pending_secret(state, now)
@@ -183,6 +178,10 @@ def deactivate(state: UserState) -> None:
 
 REFUSAL_MESSAGES = {
     "locked": "too many wrong codes: locked; try again later or ask your administrator",
+    "suspended": ("two-factor authentication is suspended after too many wrong codes; "
+                  "ask your administrator"),
+    "empty": "no code given",
+    "not-enrolled": "two-factor authentication is not on for your account",
     "replay": "that code was already used; wait for the next one",
     "bad-code": "wrong code",
     "no-pending": "no enrollment in progress (it may have expired); start again",

@@ -241,3 +241,24 @@ def test_lock_timeout_after_a_right_code_only_skips_the_trust(tmp_path: Path) ->
     assert (decision.outcome, decision.reason) == ("success", "ok")
     assert dict(decision.fields) == {"trusted_device": "lock-timeout"}
     assert _state(store).devices == [] and _state(store).last_step == STEP
+
+
+def test_enrollment_service_checks_follow_the_same_rule(tmp_path: Path) -> None:
+    """enrollment.check_code is core.verify: a suspended user proves nothing there (so
+    no re-enrollment or disabling lifts a suspension), replays and empty answers are
+    not counted."""
+    from pam_twofa import enrollment
+
+    store = _store(tmp_path)
+    policy = make_policy({})
+    with store.update("alice") as st:
+        enrolled(last_step=STEP)(st)
+        assert enrollment.check_code(st, code(), policy, NOW) == "replay"
+        assert enrollment.check_code(st, " ", policy, NOW) == "empty"
+        assert st.failures == 0
+        st.suspended = NOW - 1
+        assert enrollment.check_code(st, code(1), policy, NOW) == "suspended"
+        st.pending = {"secret": st.secret, "created": NOW, "expires": NOW + 60}
+        assert enrollment.confirm_pending(st, code(1), policy, NOW) == "suspended"
+        assert st.last_step == STEP and st.suspended == NOW - 1
+    assert "administrator" in enrollment.REFUSAL_MESSAGES["suspended"]
