@@ -175,6 +175,8 @@ def check(request: Request, user: str, answer: str, policy: Policy, store: Store
     with store.update(user) as st:  # no conversation under the lock: said after it
         now = clock.now()
         refused = _refusal(st, now)
+        if refused is None and not answer.strip():  # no guess: not counted (as in core)
+            refused = "empty", "No emergency code was entered."
         if refused is None:
             ok = matches(st.emergency, answer, now)
             if ok:

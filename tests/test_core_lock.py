@@ -262,3 +262,15 @@ def test_enrollment_service_checks_follow_the_same_rule(tmp_path: Path) -> None:
         assert enrollment.confirm_pending(st, code(1), policy, NOW) == "suspended"
         assert st.last_step == STEP and st.suspended == NOW - 1
     assert "administrator" in enrollment.REFUSAL_MESSAGES["suspended"]
+
+
+def test_an_empty_emergency_answer_is_not_counted(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    with store.update("alice") as st:
+        enrolled(email="a@example.org")(st)
+    conv = LockProbe([], _lock(tmp_path))
+    request = core.Request(user="alice", account=ALICE, conversation=conv, service="sshd")
+    decision = emergency.check(request, "alice", " ", make_policy({}), store, FixedClock(NOW))
+    assert (decision.outcome, decision.reason) == ("refused", "empty")
+    assert conv.errors == ["No emergency code was entered."] and conv.held_during == []
+    assert _state(store).failures == 0
