@@ -43,3 +43,19 @@ def lookup(name: str) -> Account | None:
     return Account(
         name=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, home=pw.pw_dir, groups=frozenset(groups)
     )
+
+
+def root_names() -> list[str]:
+    """Every account with uid 0 (root, and any toor-like alias), in NSS order.
+
+    The policy treats each as root (``MandatoryPolicy.requires``); ``twofa-admin
+    status`` lists them when there is more than one. Enumerates the user
+    database: for admin commands only, never a login.
+    """
+    import pwd
+
+    names: list[str] = []
+    for pw in pwd.getpwall():
+        if pw.pw_uid == 0 and pw.pw_name not in names:
+            names.append(pw.pw_name)
+    return names

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pam_twofa import lockout, totp
 from pam_twofa.clock import format_time
-from pam_twofa.errors import InvalidUserName
+from pam_twofa.errors import InvalidUserName, LockTimeout
 from pam_twofa.record import Record
 from pam_twofa.store import validate_user_name
 
@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 CODE_PROMPT = "Verification code: "
 MSG_WRONG = "Wrong verification code."
 MSG_UNAVAILABLE = "Two-factor authentication is unavailable; contact your administrator."
+MSG_REPLAY = "That code was already used; wait for the next one."
+MSG_EMPTY = "No verification code was entered."
+MSG_SUSPENDED = ("Two-factor authentication is suspended for your account after too many "
+                 "wrong codes; ask your administrator to unlock it.")
+MSG_BUSY = "Another login to your account is in progress; try again in a moment."
 
 
 class Outcome:
@@ -69,7 +74,21 @@ class Request(Record):
 
 
 def authenticate(request: Request, policy: Policy, store: Store, clock: Clock) -> Decision:
-    """Decide one login's second factor."""
+    """Decide one login's second factor.
+
+    A user's lock held too long by another login is a refusal, never an internal
+    error: failmode ``safe`` would turn that into a login with the password alone.
+    Nothing here talks to the client while holding the lock (a client whose output
+    blocks would hold it), so the lock is only ever held for file work.
+    """
+    try:
+        return _decide(request, policy, store, clock)
+    except LockTimeout:
+        request.conversation.error(MSG_BUSY)
+        return Decision(outcome=Outcome.REFUSE, reason="lock-timeout")
+
+
+def _decide(request: Request, policy: Policy, store: Store, clock: Clock) -> Decision:
     conv = request.conversation
     try:
         validate_user_name(request.user)
@@ -131,14 +150,7 @@ def _not_enrolled(request: Request, account: Account, required: bool, policy: Po
 
         return inline.enroll(request, account.name, policy, store, clock)
     now = clock.now()
-    state = store.load(account.name)
-    first_seen = state.first_seen if state is not None else None
-    if first_seen is None:
-        with store.update(account.name) as st:
-            if st.first_seen is None:
-                st.first_seen = now
-            first_seen = st.first_seen
-    deadline = first_seen + policy.enrollment.grace_days * 86400
+    deadline = _grace_start(store, account, now) + policy.enrollment.grace_days * 86400
     if now < deadline:
         conv.info("Two-factor authentication will be required for your account from "
                   f"{format_time(deadline)}. Run 'twofa-enroll' to set it up now.")
@@ -149,52 +161,121 @@ def _not_enrolled(request: Request, account: Account, required: bool, policy: Po
     return Decision(outcome=Outcome.REFUSE, reason="enrollment-required")
 
 
+def _grace_start(store: Store, account: Account, now: float) -> float:
+    """When the account's grace period began (written on its first login in scope).
+
+    Kept per uid for uid 0: every uid-0 account (root, toor, ...) is root, so they
+    share root's one grace period, which for toor also ends when root (enrolled)
+    enrolled long enough ago; a second uid-0 name never starts one of its own.
+    """
+    key = "root" if account.uid == 0 else account.name
+    state = store.load(key)
+    root_enrolled = state is not None and state.enrolled and key != account.name
+    starts = [t for t in (state.first_seen if state else None,
+                          state.enrolled_at if state and root_enrolled else None)
+              if t is not None]
+    if starts:
+        return min(starts)
+    with store.update(key) as st:
+        if st.first_seen is None:
+            st.first_seen = now
+        return st.first_seen
+
+
+class Verdict:
+    """What ``verify`` decided under the lock; said to the client after it."""
+
+    def __init__(self, reason: str, message: str | None = None,
+                 fields: tuple[tuple[str, Any], ...] = ()) -> None:
+        self.reason = reason
+        self.message = message
+        self.fields = fields
+        self.email: str | None = None
+        self.locked: float | None = None
+        self.suspended = False
+        self.left: int | None = None  # recovery codes left after one was used
+
+
 def _check_code(request: Request, user: str, answer: str, policy: Policy, store: Store,
                 clock: Clock) -> Decision:
-    """Verify the answer under the user's lock: replay and lockout stay exact."""
-    conv = request.conversation
+    """Verify the answer under the user's lock (replay and lockout stay exact), then
+    talk to the client: never while the lock is held."""
     with store.update(user) as st:
         now = clock.now()
-        if not st.enrolled:  # reset by an admin while we were asking
-            return Decision(outcome=Outcome.REFUSE, reason="not-enrolled")
-        until = lockout.locked_until(st, now)
-        if until is not None:
-            conv.error(f"Too many wrong codes: locked until {format_time(until)}.")
-            return Decision(outcome=Outcome.REFUSE, reason="locked",
-                            fields=(("locked_until", int(until)),))
-        step = _match(st, answer, policy, now)
-        if step is not None and step > st.last_step:
-            st.last_step = step
-            lockout.record_success(st, now)
-            return Decision(outcome=Outcome.SUCCESS, reason="ok")
-        left = _use_recovery_code(st, answer, now) if step is None else None
-        if left is None:
-            reason = "replay" if step is not None else "bad-code"
-            locked = lockout.record_failure(st, policy.lockout, now)
-            failures = st.failures
-            email = st.email
-    if left is not None:
-        conv.info(f"Recovery code accepted: {left} left. Run 'twofa-enroll' to get new ones.")
+        verdict = verify(st, answer, policy, now)
+    if verdict.reason == "ok":
+        return Decision(outcome=Outcome.SUCCESS, reason="ok")
+    conv = request.conversation
+    if verdict.left is not None:
+        conv.info(f"Recovery code accepted: {verdict.left} left. "
+                  "Run 'twofa-enroll recovery-codes' to get new ones.")
         return Decision(outcome=Outcome.SUCCESS, reason="recovery-code",
-                        fields=(("recovery_codes_left", left),))
-    message = MSG_WRONG
-    fields: tuple[tuple[str, Any], ...] = (("failures", failures),)
-    if locked is not None:
-        message += f" Too many wrong codes: locked until {format_time(locked)}."
-        fields += (("locked_until", int(locked)),)
-    if reason == "bad-code":  # a clock check found more skew than the window covers?
+                        fields=(("recovery_codes_left", verdict.left),))
+    message, fields = verdict.message, verdict.fields
+    if verdict.reason == "bad-code":  # a clock check found more skew than the window covers?
         offset = clock.offset_beyond(policy.totp.window * policy.totp.period)
         if offset is not None:
-            message += " The server clock may be off; tell your administrator."
+            message = f"{message} The server clock may be off; tell your administrator."
             fields += (("clock_offset", f"{offset:+.1f}"),)
-    conv.error(message)
-    if locked is not None and email:  # tell the owner by mail (bounded by smtp timeout)
-        from pam_twofa import emergency, notify
+    if message:
+        conv.error(message)
+    if (verdict.locked is not None or verdict.suspended) and verdict.email:
+        from pam_twofa import emergency, notify  # mail only now: bounded by smtp timeout
 
-        sent = notify.locked_out(policy, user, email, client=emergency.client_of(request),
-                                 now=now, until=locked)
+        client = emergency.client_of(request)
+        if verdict.suspended:
+            sent = notify.suspended(policy, user, verdict.email, client=client, now=now)
+        else:
+            sent = notify.locked_out(policy, user, verdict.email, client=client, now=now,
+                                     until=verdict.locked or now)
         fields += (("notified", "yes" if sent else "no"),)
-    return Decision(outcome=Outcome.REFUSE, reason=reason, fields=fields)
+    return Decision(outcome=Outcome.REFUSE, reason=verdict.reason, fields=fields)
+
+
+def verify(st: UserState, answer: str, policy: Policy, now: float) -> Verdict:
+    """The decision on ``answer``, changing ``st`` (held under its lock) as it goes.
+
+    The one rule for a code from an enrolled user, used by logins and by the
+    enrollment service (``enrollment.check_code``) alike.
+
+    Not counted toward the lockout: an empty answer (no guess was made) and a
+    replay, a code of a step not newer than the last accepted one (it proves
+    knowledge of a real code; the user typed it twice, e.g. ssh then sudo).
+    """
+    if not st.enrolled:  # reset by an admin while we were asking
+        return Verdict("not-enrolled")
+    if lockout.suspended(st):
+        return Verdict("suspended", MSG_SUSPENDED)
+    until = lockout.locked_until(st, now)
+    if until is not None:
+        return Verdict("locked", f"Too many wrong codes: locked until {format_time(until)}.",
+                        (("locked_until", int(until)),))
+    if not answer.strip():
+        return Verdict("empty", MSG_EMPTY)
+    step = _match(st, answer, policy, now)
+    if step is not None and step > st.last_step:
+        st.last_step = step
+        lockout.record_success(st, now)
+        return Verdict("ok")
+    if step is not None:
+        return Verdict("replay", MSG_REPLAY)
+    left = _use_recovery_code(st, answer, now)
+    if left is not None:
+        verdict = Verdict("recovery-code")
+        verdict.left = left
+        return verdict
+    locked = lockout.record_failure(st, policy.lockout, now)
+    verdict = Verdict("bad-code", MSG_WRONG, (("failures", st.failures),))
+    verdict.email = st.email
+    if lockout.suspended(st):
+        verdict.suspended = True
+        verdict.message = f"{MSG_WRONG} {MSG_SUSPENDED}"
+        verdict.fields += (("suspended", "yes"),)
+    elif locked is not None:
+        verdict.locked = locked
+        verdict.message = f"{MSG_WRONG} Too many wrong codes: locked until {format_time(locked)}."
+        verdict.fields += (("locked_until", int(locked)),)
+    return verdict
 
 
 def _use_recovery_code(st: UserState, answer: str, now: float) -> int | None:

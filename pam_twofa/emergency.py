@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pam_twofa import lockout
 from pam_twofa.clock import format_time
-from pam_twofa.core import Decision, Outcome
+from pam_twofa.core import MSG_SUSPENDED, Decision, Outcome
 from pam_twofa.errors import TwofaError
 
 TYPE_CHECKING = False
@@ -161,19 +161,20 @@ def login(request: Request, user: str, policy: Policy, store: Store, clock: Cloc
 
     conv = request.conversation
     code = new_code(policy.emergency.code_digits)
-    with store.update(user) as st:
+    with store.update(user) as st:  # no conversation under the lock: said after it
         now = clock.now()
         refused = _refusal(st, now) or _held(st, policy, now)
-        if refused is not None:
-            conv.error(refused[1])
-            return Decision(outcome=Outcome.REFUSE, reason=refused[0])
-        try:
-            reserve_send(st, policy, now)
-        except SendLimit as exc:
-            conv.error(exc.message)
-            return Decision(outcome=Outcome.REFUSE, reason=exc.reason)
-        st.emergency = seal(code, now, policy.emergency.ttl_seconds)  # voids the last one
+        if refused is None:
+            try:
+                reserve_send(st, policy, now)
+            except SendLimit as exc:
+                refused = exc.reason, exc.message
+            else:
+                st.emergency = seal(code, now, policy.emergency.ttl_seconds)  # voids the last
         address = st.email or ""
+    if refused is not None:
+        conv.error(refused[1])
+        return Decision(outcome=Outcome.REFUSE, reason=refused[0])
     minutes = max(1, policy.emergency.ttl_seconds // 60)
     try:
         mailer.send(mailer.server(policy.smtp), address, "Your emergency verification code",
@@ -193,6 +194,8 @@ def login(request: Request, user: str, policy: Policy, store: Store, clock: Cloc
 def _refusal(st: UserState, now: float) -> tuple[str, str] | None:
     if not st.enrolled:
         return "not-enrolled", "Two-factor authentication is not set up for your account."
+    if lockout.suspended(st):
+        return "suspended", MSG_SUSPENDED
     until = lockout.locked_until(st, now)
     if until is not None:
         return "locked", f"Too many wrong codes: locked until {format_time(until)}."
@@ -212,23 +215,28 @@ def check(request: Request, user: str, answer: str, policy: Policy, store: Store
     from pam_twofa import notify
 
     conv = request.conversation
-    with store.update(user) as st:
+    ok = False
+    locked = None
+    with store.update(user) as st:  # no conversation under the lock: said after it
         now = clock.now()
         refused = _refusal(st, now)
-        if refused is not None:
-            conv.error(refused[1])
-            return Decision(outcome=Outcome.REFUSE, reason=refused[0])
-        ok = matches(st.emergency, answer, now)
-        locked = None
-        if ok:
-            st.emergency = None  # accepted once
-            lockout.record_success(st, now)
-        else:
-            if st.emergency and not now < float(st.emergency.get("expires", 0)):
-                st.emergency = None  # expired: no use keeping it
-            locked = lockout.record_failure(st, policy.lockout, now)
+        if refused is None and not answer.strip():  # no guess: not counted (as in core)
+            refused = "empty", "No emergency code was entered."
+        if refused is None:
+            ok = matches(st.emergency, answer, now)
+            if ok:
+                st.emergency = None  # accepted once
+                lockout.record_success(st, now)
+            else:
+                if st.emergency and not now < float(st.emergency.get("expires", 0)):
+                    st.emergency = None  # expired: no use keeping it
+                locked = lockout.record_failure(st, policy.lockout, now)
         failures = st.failures
+        suspended = lockout.suspended(st)
         address = st.email or ""
+    if refused is not None:
+        conv.error(refused[1])
+        return Decision(outcome=Outcome.REFUSE, reason=refused[0])
     client = client_of(request)
     if ok:
         sent = notify.emergency_code_used(policy, user, address, client=client, now=now)
@@ -236,10 +244,15 @@ def check(request: Request, user: str, answer: str, policy: Policy, store: Store
                         fields=(("notified", "yes" if sent else "no"),))
     fields: tuple[tuple[str, Any], ...] = (("failures", failures),)
     message = "Wrong or expired emergency code."
-    if locked is not None:
+    if suspended:
+        message += " " + MSG_SUSPENDED
+    elif locked is not None:
         message += f" Too many wrong codes: locked until {format_time(locked)}."
     conv.error(message)
-    if locked is not None:
+    if suspended:
+        sent = notify.suspended(policy, user, address, client=client, now=now)
+        fields += (("suspended", "yes"), ("notified", "yes" if sent else "no"))
+    elif locked is not None:
         sent = notify.locked_out(policy, user, address, client=client, now=now, until=locked)
         fields += (("locked_until", int(locked)), ("notified", "yes" if sent else "no"))
     return Decision(outcome=Outcome.REFUSE, reason="bad-emergency-code", fields=fields)

@@ -117,7 +117,8 @@ def revoked(summary: dict[str, Any]) -> list[str]:
 def status(state: UserState | None, now: float) -> dict[str, Any]:
     """What ``status`` commands show of a user: never the secret or codes."""
     if state is None:
-        return {"enrolled": False, "failures": 0, "locked": False, "locked_until": None}
+        return {"enrolled": False, "failures": 0, "locked": False, "locked_until": None,
+                "suspended_since": None}
     until = lockout.locked_until(state, now)
     return {
         "enrolled": state.enrolled,
@@ -126,7 +127,9 @@ def status(state: UserState | None, now: float) -> dict[str, Any]:
         "locked": until is not None,
         "locked_until": until,
         "lock_level": state.lock_level,
-        "last_success": state.last_success,
+        "suspended_since": state.suspended,  # max_consecutive_failures reached
+        "last_success": state.last_success,  # last login with a code
+        "last_trusted": state.last_trusted,  # last login from a trusted device
         "first_seen": state.first_seen,
         "recovery_codes_left": len(state.recovery_codes),
         "trusted_devices": len(state.devices),
@@ -161,33 +164,28 @@ def pending_secret(state: UserState, now: float) -> str | None:
 def check_code(state: UserState, answer: str, policy: Policy, now: float) -> str:
     """Prove an enrolled user's current TOTP or recovery code, exactly as a login does.
 
-    Same replay rule and lockout as ``core._check_code`` (its helpers are reused).
-    Returns ``ok``, ``recovery``, or a refusal reason: ``locked``, ``replay``,
-    ``bad-code``. Call inside ``Store.update`` and raise only after it, so the
-    counted failure is committed.
+    ``core.verify`` decides (one rule: replay, empty answers, lockout and
+    suspension alike). Returns ``ok``, ``recovery``, or a refusal reason:
+    ``locked``, ``suspended``, ``replay``, ``empty``, ``bad-code``,
+    ``not-enrolled``. Call inside ``Store.update`` and raise only after it, so
+    the counted failure is committed. A suspended user proves nothing here: no
+    re-enrollment or disabling lifts a suspension, only ``twofa-admin unlock``.
     """
     from pam_twofa import core
 
-    if lockout.locked_until(state, now) is not None:
-        return "locked"
-    step = core._match(state, answer, policy, now)
-    if step is not None and step > state.last_step:
-        state.last_step = step
-        lockout.record_success(state, now)
-        return "ok"
-    if step is None and core._use_recovery_code(state, answer, now) is not None:
-        return "recovery"
-    lockout.record_failure(state, policy.lockout, now)
-    return "replay" if step is not None else "bad-code"
+    reason = core.verify(state, answer, policy, now).reason
+    return {"recovery-code": "recovery"}.get(reason, reason)
 
 
 def confirm_pending(state: UserState, answer: str, policy: Policy, now: float) -> str:
     """Activate the pending secret if ``answer`` is its current code.
 
-    Returns ``ok`` or ``locked``, ``no-pending``, ``bad-code``. A wrong code
+    Returns ``ok``, ``suspended``, ``locked``, ``no-pending`` or ``bad-code``. A wrong code
     counts in the lockout like a wrong login code; the accepted step becomes
     ``last_step``, so the same code cannot log in again.
     """
+    if lockout.suspended(state):
+        return "suspended"
     if lockout.locked_until(state, now) is not None:
         return "locked"
     secret = pending_secret(state, now)
@@ -229,6 +227,10 @@ def deactivate(state: UserState) -> None:
 
 REFUSAL_MESSAGES = {
     "locked": "too many wrong codes: locked; try again later or ask your administrator",
+    "suspended": ("two-factor authentication is suspended after too many wrong codes; "
+                  "ask your administrator"),
+    "empty": "no code given",
+    "not-enrolled": "two-factor authentication is not on for your account",
     "replay": "that code was already used; wait for the next one",
     "bad-code": "wrong code",
     "no-pending": "no enrollment in progress (it may have expired); start again",

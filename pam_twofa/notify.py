@@ -1,12 +1,13 @@
 """Notification mails to a user's verified security email.
 
 One function per event, each switchable in ``policy.notifications``: an
-emergency code was used, a device was trusted, the account was locked, an admin
-reset the user's 2FA. Each mail says what happened, on which host, from which
-client address and when; never a secret, a code or a device token. Sending is
-best effort and bounded by ``smtp.timeout_seconds``: every function returns
-whether a mail went out and never raises, because a notification must not turn
-a login or an admin command into a failure.
+emergency code was used, a device was trusted, the account was locked (or its
+second factor suspended), an admin reset the user's 2FA. Each mail says what
+happened, on which host, from which client address and when; never a secret, a
+code or a device token. Sending is best effort and bounded by
+``smtp.timeout_seconds``: every function returns whether a mail went out and
+never raises, because a notification must not turn a login or an admin command
+into a failure.
 """
 
 from __future__ import annotations
@@ -77,6 +78,20 @@ def locked_out(policy: Policy, user: str, address: str | None, *, client: str | 
                   f"it is locked until {format_time(until)}.",
                   "Someone who knows your password may be trying to log in.",
                   *_facts(user, client, now)])
+
+
+def suspended(policy: Policy, user: str, address: str | None, *, client: str | None,
+              now: float) -> bool:
+    """``lockout.max_consecutive_failures`` wrong codes suspended the second factor
+    (sent under the ``locked_out`` switch)."""
+    limit = policy.lockout.max_consecutive_failures
+    return _send(policy, policy.notifications.locked_out, address,
+                 "Two-factor authentication suspended for your account",
+                 [f"{limit} wrong verification codes in a row were entered for your "
+                  "account, so its second factor is suspended: no code is accepted "
+                  "until an administrator unlocks it (twofa-admin unlock).",
+                  "Whoever typed them knows your password: change it, and tell your "
+                  "administrator.", *_facts(user, client, now)])
 
 
 def reset_by_admin(policy: Policy, user: str, address: str | None, *, now: float,

@@ -78,15 +78,22 @@ class MandatoryPolicy(Record):
     exempt_groups: NameSet
 
     def requires(self, user: str, uid: int, groups: frozenset[str]) -> bool:
-        """Whether the policy makes 2FA mandatory for this user."""
-        if user in self.exempt_users or not self.exempt_groups.isdisjoint(groups):
+        """Whether the policy makes 2FA mandatory for this user.
+
+        Decided by uid for uid 0: every uid-0 account (root, toor, ...) is root, so
+        ``users: [root]`` covers toor too, and only ``exempt_users: [root]`` exempts
+        a uid-0 account (exempting the name toor alone does not).
+        """
+        who = "root" if uid == 0 else user
+        if who in self.exempt_users or not self.exempt_groups.isdisjoint(groups):
             return False
         if self.scope == "all":
             return True
         if self.scope == "admins":
             return uid == 0 or not self.admin_groups.isdisjoint(groups)
         if self.scope == "selected":
-            return user in self.users or not self.groups.isdisjoint(groups)
+            return (who in self.users or user in self.users
+                    or not self.groups.isdisjoint(groups))
         return False
 
 
@@ -109,6 +116,7 @@ class LockoutPolicy(Record):
     interval_seconds: int
     lock_seconds: int
     max_lock_seconds: int
+    max_consecutive_failures: int
 
 
 class TrustPolicy(Record):

@@ -168,6 +168,8 @@ SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
         "interval_seconds": Int(900, 1, 30 * _DAY, "window in which wrong codes are counted"),
         "lock_seconds": Int(300, 1, 30 * _DAY, "first lock; each later one doubles"),
         "max_lock_seconds": Int(86400, 1, 365 * _DAY, "longest lock"),
+        "max_consecutive_failures": Int(100, 1, 100, "wrong codes in a row that suspend "
+                                        "2FA until twofa-admin unlock (NIST: at most 100)"),
     }),
     "trusted_devices": (TrustPolicy, {
         "enabled": Bool(False, "offer to trust a device after a right code"),

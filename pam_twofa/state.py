@@ -3,6 +3,8 @@
 The loader is strict: a file that does not match the schema is ``CorruptState``
 (never silently "not enrolled", which would skip the second factor), and a file
 from a newer schema version is refused rather than rewritten in an older shape.
+An older version is migrated on load (``MIGRATIONS``) and written back in the
+current shape by the next update.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from pam_twofa.errors import CorruptState
 from pam_twofa.totp import ALGORITHMS, b32decode
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -65,7 +67,9 @@ FIELDS: dict[str, tuple[Callable[[object], bool], Callable[[], Any]]] = {
     "lock_level": (_is_int, lambda: 0),
     "locked_until": (_is_num, lambda: 0),
     "first_seen": (_opt(_is_num), lambda: None),
-    "last_success": (_opt(_is_num), lambda: None),
+    "last_success": (_opt(_is_num), lambda: None),  # last login with a code
+    "last_trusted": (_opt(_is_num), lambda: None),  # last login from a trusted device
+    "suspended": (_opt(_is_num), lambda: None),  # when max_consecutive_failures was hit
     "recovery_codes": (_is_str_list, list),
     "devices": (_is_dict_list, list),
     "email": (_opt(_is_str), lambda: None),
@@ -78,6 +82,24 @@ FIELDS: dict[str, tuple[Callable[[object], bool], Callable[[], Any]]] = {
     "verify_sends": (_is_num_list, list),  # verification mails (own hourly budget)
     "email_changed_at": (_opt(_is_num), lambda: None),  # user changed the address: hold
 }
+
+
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 binds each trusted device to the PAM service it was trusted on.
+
+    A version 1 record has no service. Trust needs the client's IP, which in
+    practice only sshd gives, so such a record is kept but honoured on ``sshd``
+    only (never on every service, as before: issue 11 finding 8).
+    """
+    devices = data.get("devices")
+    if type(devices) is list:
+        data["devices"] = [{**d, "service": d.get("service") or "sshd"}
+                           if type(d) is dict else d for d in devices]
+    return {**data, "version": 2}
+
+
+# version -> the step to the next version
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 
 class UserState:
@@ -96,6 +118,8 @@ class UserState:
     locked_until: float
     first_seen: float | None
     last_success: float | None
+    last_trusted: float | None
+    suspended: float | None
     recovery_codes: list[str]
     devices: list[dict[str, Any]]
     email: str | None
@@ -117,6 +141,9 @@ class UserState:
         if type(data) is not dict:
             raise CorruptState(f"state of {user!r} is not a JSON object")
         version = data.get("version")
+        while type(version) is int and version in MIGRATIONS:
+            data = MIGRATIONS[version](data)
+            version = data.get("version")
         if version != SCHEMA_VERSION:
             raise CorruptState(f"state of {user!r} has schema version {version!r}, "
                                f"this pam-twofa reads {SCHEMA_VERSION}")

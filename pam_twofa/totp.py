@@ -138,13 +138,15 @@ def match_step(
 
     Every step in the window is computed and compared (no early exit), so the
     time taken does not say which step matched. The caller refuses a step not
-    newer than the last accepted one (replay).
+    newer than the last accepted one (replay); so when a code is that of two steps
+    (one in a million per pair), the newest is returned: a code right for a fresh
+    step is never refused as the replay of an older one.
     """
     center = time_step(now, period)
     found: int | None = None
     for step in range(center - window, center + window + 1):
         if step < 0:
             continue
-        if compare_digest(hotp(key, step, digits, algorithm), code) and found is None:
+        if compare_digest(hotp(key, step, digits, algorithm), code):
             found = step
     return found

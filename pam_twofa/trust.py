@@ -1,18 +1,22 @@
-"""Trusted devices: skip the code on a device the user trusted, bound to IP and SSH key.
+"""Trusted devices: skip the code on a device the user trusted, bound to IP, SSH key
+and PAM service.
 
 Peers keyed trust on the client IP alone (useless behind NAT, spoofable on a shared
 network, duplicates). A record here binds the client IP and, when the login used an
 SSH public key first (``AuthenticationMethods publickey,keyboard-interactive``), that
-key's SHA256 fingerprint. A later login skips the code only when every bound part
-matches, the record has not expired, the policy still allows trust from there, and
-the user is not locked out (a locked user gets the code prompt, which reports the
-lock: trust never lifts a lockout).
+key's SHA256 fingerprint, and the PAM service the trust was given on: a record made
+on sshd is never honoured by, say, an IMAP server's service, which sets PAM_RHOST
+and nothing else an attacker could not choose. A later login skips the code only
+when every bound part matches, the record has not expired, the policy still allows
+trust from there, and the user is neither locked out nor suspended (such a user gets
+the code prompt, which reports it: trust never lifts a lockout).
 
 Only reached when ``trusted_devices.enabled``, and even then cheap: the C modules
 _socket, binascii and _sha256 (~0.2 ms) instead of ipaddress, base64 and hashlib
 (~8 ms); ipaddress only when ``networks`` is set. Records live in the
-user's state (``devices``): ``{id, created, expires, ip, key, last_used}`` (times in
-epoch seconds, ``key`` the fingerprint or None).
+user's state (``devices``): ``{id, created, expires, ip, key, service, last_used}``
+(times in epoch seconds, ``key`` the fingerprint or None). Records from before the
+service was bound (state version 1) are bound to ``sshd`` (see ``state``).
 """
 
 from __future__ import annotations
@@ -107,27 +111,30 @@ def in_networks(ip: str, networks: Iterable[str]) -> bool:
 
 
 class Binding:
-    """What a record binds: the client IP and the key fingerprint (or None)."""
+    """What a record binds: the client IP, the key fingerprint (or None) and the
+    PAM service."""
 
-    def __init__(self, ip: str | None, key: str | None) -> None:
+    def __init__(self, ip: str | None, key: str | None, service: str = "") -> None:
         self.ip = ip
         self.key = key
+        self.service = service
 
     @classmethod
     def of(cls, request: Request) -> Binding:
         return cls(client_ip(request.ssh_connection, request.rhost),
-                   key_fingerprint(request.ssh_auth_info))
+                   key_fingerprint(request.ssh_auth_info), request.service)
 
     def allowed(self, policy: TrustPolicy) -> bool:
         """Whether the policy lets trust be offered to, or honoured for, this login."""
-        if self.ip is None:
+        if self.ip is None or not self.service:
             return False
         if policy.require_key and self.key is None:
             return False
         return in_networks(self.ip, policy.networks)
 
     def matches(self, record: dict[str, Any]) -> bool:
-        return record.get("ip") == self.ip and record.get("key") == self.key
+        return (record.get("ip") == self.ip and record.get("key") == self.key
+                and record.get("service") == self.service)
 
 
 def find(state: UserState, binding: Binding, now: float) -> dict[str, Any] | None:
@@ -159,10 +166,11 @@ def skip(request: Request, user: str, policy: Policy, store: Store,
     with store.update(user) as st:  # re-check under the lock: revoked or locked since?
         now = clock.now()
         record = find(st, binding, now) if st.enrolled else None
-        if record is None or lockout.locked_until(st, now) is not None:
+        if (record is None or lockout.locked_until(st, now) is not None
+                or lockout.suspended(st)):
             return None
         record["last_used"] = now
-        st.last_success = now
+        st.last_trusted = now  # not last_success: no code was given
         device_id = str(record.get("id"))
         expires = float(record["expires"])
     request.conversation.info(f"Trusted device: no verification code needed "
@@ -191,11 +199,18 @@ def offer(request: Request, user: str, policy: Policy, store: Store,
     answer = request.conversation.ask(TRUST_PROMPT.format(days=days), echo=True)
     if answer is None or answer.strip().lower() not in YES:
         return ()
-    with store.update(user) as st:
-        if not st.enrolled:
-            return ()
-        record = add(st, binding, tp, clock.now())
-        email = st.email
+    from pam_twofa.errors import LockTimeout
+
+    try:
+        with store.update(user) as st:
+            if not st.enrolled:
+                return ()
+            record = add(st, binding, tp, clock.now())
+            email = st.email
+    except LockTimeout:  # the code was proven: the login stands, the device is not trusted
+        request.conversation.error("This device could not be trusted now; "
+                                   "try again at your next login.")
+        return (("trusted_device", "lock-timeout"),)
     request.conversation.info(f"This device is trusted until {format_time(record['expires'])}.")
     fields: tuple[tuple[str, Any], ...] = (("trusted_device", record["id"]),)
     if email:  # tell the owner by mail (best effort, bounded by the smtp timeout)
@@ -224,7 +239,7 @@ def add(state: UserState, binding: Binding, policy: TrustPolicy,
         device_id = os.urandom(4).hex()
     record: dict[str, Any] = {
         "id": device_id, "created": now, "expires": now + policy.days * 86400,
-        "ip": binding.ip, "key": binding.key, "last_used": now,
+        "ip": binding.ip, "key": binding.key, "service": binding.service, "last_used": now,
     }
     kept.append(record)
     kept.sort(key=lambda r: _num(r.get("created")))
@@ -250,6 +265,7 @@ def listing(state: UserState | None, now: float) -> list[dict[str, Any]]:
     rows = []
     for r in sorted(state.devices, key=lambda r: _num(r.get("created"))):
         rows.append({"id": r.get("id"), "ip": r.get("ip"), "key": r.get("key"),
+                     "service": r.get("service"),
                      "created": r.get("created"), "expires": r.get("expires"),
                      "last_used": r.get("last_used"),
                      "expired": not _num(r.get("expires")) > now})

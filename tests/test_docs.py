@@ -121,7 +121,7 @@ def test_shipped_policy_lines_say_default_and_doc() -> None:
     assert re.fullmatch(r"#   max_failures: 5 +# " + re.escape(check.doc), line)
     assert any(re.fullmatch(r"#failmode: secure +# .+", x) for x in lines)
     prose = [x for x in lines if x.startswith("##")]
-    assert any("377 guesses a year" in x for x in prose)  # lockout.guesses_per_year
+    assert any("100 guesses in all" in x for x in prose)  # lockout.guesses_per_year
     assert all(x.startswith("#") or not x for x in lines)
 
 
@@ -188,5 +188,6 @@ def test_rendered_policy_page_has_the_reference() -> None:
                             env=RENDER_ENV, timeout=60, check=True)
     text = re.sub(r"\s+", " ", re.sub(r"\u2010\n\s*", "", result.stdout))
     assert "max_failures (whole number from 1 to 1000; default: 5)" in text
-    assert "at most 377 guesses a year" in text
+    assert "at most 100 guesses in all" in text
+    assert "max_consecutive_failures (whole number from 1 to 100; default: 100)" in text
     assert os.path.basename(str(POLICY_YAML)) in text

@@ -227,7 +227,9 @@ def test_core_with_any_answer(tmp_path: Path) -> None:
             assert (again.outcome, again.reason) == (core.Outcome.REFUSE, "replay")
         else:
             assert decision.outcome == core.Outcome.REFUSE
-            assert decision.reason in ("bad-code", "no-answer"), decision
+            assert decision.reason in ("bad-code", "no-answer", "empty"), decision
+            # "empty" (not counted) only for an answer with nothing in it
+            assert (decision.reason == "empty") == (answer is not None and not answer.strip())
 
     decide()
 

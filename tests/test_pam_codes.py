@@ -76,9 +76,25 @@ def test_same_code_twice_second_refused(tw: PamEnv) -> None:
     assert first.rc == 0, first
     second = login(tw, "alice", code)
     assert second.rc != 0, second
+    # said as such, and not counted: ssh then sudo within one step (issue 12 item 1)
+    assert "That code was already used; wait for the next one." in output(second)
+    assert "Wrong verification code" not in output(second)
     assert log_text(second) == (
-        "pam_twofa(svc:auth): user=alice rhost=- result=refused reason=replay failures=1"
+        "pam_twofa(svc:auth): user=alice rhost=- result=refused reason=replay"
     )
+    assert status(tw, "alice")["failures"] == 0
+
+
+def test_empty_answer_refused_and_not_counted(tw: PamEnv) -> None:
+    tw.write_policy("lockout: {max_failures: 1}\n")
+    enroll(tw, "alice")
+    for _ in range(3):
+        res = login(tw, "alice", "")
+        assert res.rc != 0, res
+        assert "No verification code was entered." in output(res)
+        assert log_text(res).endswith("result=refused reason=empty")
+    st = status(tw, "alice")
+    assert st["failures"] == 0 and st["locked"] is False
 
 
 def test_code_two_steps_old_refused_one_step_old_accepted(tw: PamEnv) -> None:

@@ -36,7 +36,7 @@ def _unknown_key_policy(env: PamEnv, failmode: str | None = None) -> None:
     "",  # a zero-length file (disk full) must not read as "not enrolled"
     '{"version": 1, "user": "alice", "enrolled": "yes"}',
     '{"version": 1, "user": "alice", "enrolled": false, "colour": "red"}',
-    '{"version": 2, "user": "alice"}',
+    '{"version": 3, "user": "alice"}',
     '{"version": 1, "user": "bob"}',
 ], ids=["truncated", "empty", "bad-type", "unknown-field", "newer-version", "other-user"])
 def test_corrupt_state_refused_secure(tw: PamEnv, content: str) -> None:

@@ -85,7 +85,8 @@ def test_check_code_replay_lockout_and_recovery(tmp_path: Path) -> None:
         assert enrollment.check_code(st, codes[1], pol, clock.now()) == "recovery"
         assert enrollment.check_code(st, codes[1], pol, clock.now()) == "bad-code"
     loaded = store.load("alice")
-    # the recovery code was a success: it reset the count the replay started
+    # a replay is refused but not counted (issue 12 item 1): the one failure is the
+    # reused recovery code
     assert loaded is not None and loaded.failures == 1 and len(loaded.recovery_codes) == 9
     with store.update("alice") as st:
         for _ in range(4):  # the fifth failure within 15 minutes locks

@@ -63,12 +63,13 @@ def login(store: FileStore, answers: list[str | None], now: float = NOW,
           conn: str | None = CONN1, auth_info: str | None = None,
           trust_policy: dict[str, Any] | None = None,
           given: str | None = None,
-          extra_policy: dict[str, Any] | None = None) -> tuple[core.Decision, Script]:
+          extra_policy: dict[str, Any] | None = None,
+          service: str = "sshd") -> tuple[core.Decision, Script]:
     pol = _policy({"trusted_devices": {"enabled": True, **(trust_policy or {})},
                    **(extra_policy or {})})
     account = Account(name="alice", uid=4242, gid=4242, home="/h", groups=frozenset())
     conv = Script(answers)
-    request = core.Request(user="alice", account=account, conversation=conv,
+    request = core.Request(user="alice", account=account, conversation=conv, service=service,
                            ssh_connection=conn, ssh_auth_info=auth_info, code=given)
     return core.authenticate(request, pol, store, FixedClock(now)), conv
 
@@ -117,7 +118,8 @@ def test_offer_accept_then_skip_with_expiry_message(tmp_path: Path) -> None:
     assert conv.prompts[1][1] is True and "Trust this device" in conv.prompts[1][0]
     [record] = store.load("alice").devices  # type: ignore[union-attr]
     assert record == {"id": record["id"], "created": NOW, "expires": NOW + 30 * DAY,
-                      "ip": "127.0.0.1", "key": trust.key_fingerprint(KEY1), "last_used": NOW}
+                      "ip": "127.0.0.1", "key": trust.key_fingerprint(KEY1), "service": "sshd",
+                      "last_used": NOW}
     assert dict(decision.fields)["trusted_device"] == record["id"]
     later = NOW + 5 * DAY
     decision, conv = login(store, [], now=later, auth_info=KEY1)

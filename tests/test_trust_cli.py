@@ -37,7 +37,7 @@ def add_devices(env: PamEnv, user: str, ips: list[str]) -> list[str]:
     store = FileStore(Paths(state_dir=str(env.state_dir)), Clock())
     now = Clock().now()
     with store.update(user) as st:
-        return [trust.add(st, trust.Binding(ip, None), TP, now)["id"] for ip in ips]
+        return [trust.add(st, trust.Binding(ip, None, "svc"), TP, now)["id"] for ip in ips]
 
 
 def test_admin_trust_list_and_revoke(world: PamEnv) -> None:
@@ -46,7 +46,7 @@ def test_admin_trust_list_and_revoke(world: PamEnv) -> None:
     assert res.returncode == 0, res.stderr
     assert [r["ip"] for r in json.loads(res.stdout)] == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
     table = world.admin("trust", "list", "alice").stdout
-    assert all(i in table for i in ids) and "192.0.2.2" in table
+    assert all(i in table for i in ids) and "192.0.2.2" in table and " svc " in table
     assert world.admin("trust", "revoke", "alice", ids[1]).returncode == 0
     assert [r["id"] for r in json.loads(world.admin("trust", "list", "alice",
                                                     "--json").stdout)] == [ids[0], ids[2]]
@@ -78,8 +78,8 @@ def test_user_lists_and_revokes_own_devices_through_the_socket(world: PamEnv) ->
         assert res.returncode == 0, res.stderr
         rows = json.loads(res.stdout)
         assert [r["id"] for r in rows] == mine  # only the caller's own
-        assert set(rows[0]) == {"id", "ip", "key", "created", "expires", "last_used",
-                                "expired"}
+        assert set(rows[0]) == {"id", "ip", "key", "service", "created", "expires",
+                                "last_used", "expired"}
         res = client(world, service, ["devices"], uid=4242)
         assert "192.0.2.1" in res.stdout and "198.51.100.1" not in res.stdout
         res = client(world, service, ["devices", "revoke", theirs[0]], uid=4242)

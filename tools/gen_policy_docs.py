@@ -54,8 +54,12 @@ SECTION_DOCS: dict[str, str] = {
         "Progressive lockout. max_failures wrong codes within interval_seconds lock the "
         "user for lock_seconds; until the next right code, each further wrong code locks "
         "again for twice as long, up to max_lock_seconds. Attempts while locked are "
-        "refused without checking the code and are not counted. With the defaults an "
-        "attacker who knows the password gets at most {guesses} guesses a year."
+        "refused without checking the code and are not counted, nor are replays of a "
+        "used code or empty answers. The max_consecutive_failures-th wrong code since "
+        "the last right one suspends the second factor (every code refused, log "
+        "reason=suspended, a mail to the security email) until twofa-admin unlock: "
+        "whoever gets there knows the password. With the defaults an attacker who knows "
+        "the password gets at most {guesses} guesses in all."
     ),
     "trusted_devices": "Skipping the code on a device the user chose to trust.",
     "smtp": "The mail server for security email (emergency codes and notifications).",

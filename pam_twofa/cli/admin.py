@@ -210,8 +210,16 @@ def status(admin: Admin, user: str | None, as_json: bool) -> None:
             return
         click.echo(f"{'USER':<20} {'ENROLLED':<9} {'FAILURES':<9} LOCKED UNTIL")
         for row in rows:
+            locked = ("suspended (twofa-admin unlock)" if row["suspended_since"] is not None
+                      else when(row["locked_until"]))
             click.echo(f"{row['user']:<20} {'yes' if row['enrolled'] else 'no':<9} "
-                       f"{row['failures']:<9} {when(row['locked_until'])}")
+                       f"{row['failures']:<9} {locked}")
+        from pam_twofa.accounts import root_names
+
+        roots = root_names()
+        if len(roots) > 1:  # toor & co: one identity for the policy, one grace period
+            click.echo(f"Accounts with uid 0: {', '.join(roots)} (the policy treats each "
+                       "as root; each enrolls on its own)")
         from pam_twofa.clockstatus import read  # the last twofa-clockcheck, if any
 
         clock = read(admin.paths.clock_status)

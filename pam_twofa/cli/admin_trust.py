@@ -24,11 +24,11 @@ def print_devices(rows: list[dict[str, Any]]) -> None:
     if not rows:
         click.echo("No trusted devices.")
         return
-    click.echo(f"{'ID':<9} {'IP':<16} {'KEY':<51} {'EXPIRES':<24} LAST USED")
+    click.echo(f"{'ID':<9} {'SERVICE':<12} {'IP':<16} {'KEY':<51} {'EXPIRES':<24} LAST USED")
     for row in rows:
         expires = when(row["expires"]) + (" (expired)" if row["expired"] else "")
-        click.echo(f"{row['id']!s:<9} {row['ip']!s:<16} {row['key'] or '-':<51} "
-                   f"{expires:<24} {when(row['last_used'])}")
+        click.echo(f"{row['id']!s:<9} {row.get('service') or '-':<12} {row['ip']!s:<16} "
+                   f"{row['key'] or '-':<51} {expires:<24} {when(row['last_used'])}")
 
 
 @cli.group("trust")

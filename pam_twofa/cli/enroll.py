@@ -155,11 +155,15 @@ def status(client: Client, as_json: bool) -> None:
         if info["enrolled"]:
             rows += [("Since", when(info["enrolled_at"])),
                      ("Recovery codes left", str(info["recovery_codes_left"])),
-                     ("Last login with a code", when(info["last_success"]))]
+                     ("Last login with a code", when(info["last_success"])),
+                     ("Last trusted-device login", when(info.get("last_trusted")))]
         elif info["grace_until"]:
             rows.append(("Required from", when(info["grace_until"])))
         if info["pending"]:
             rows.append(("Enrollment", "started, waiting for the first code"))
+        if info.get("suspended_since") is not None:
+            rows.append(("Suspended since", when(info["suspended_since"])
+                         + " (after too many wrong codes; ask your administrator)"))
         if info["locked"]:
             rows.append(("Locked until", when(info["locked_until"])))
         if info.get("email") or info.get("email_pending"):
