@@ -200,7 +200,8 @@ def run_logins(env: PamEnv) -> Logins:
     login("replay", "alice", code)
     wrong = f"{(int(code) + 500_000) % 1_000_000:06d}"
     login("wrong1", "alice", wrong)
-    login("wrong2", "alice", wrong)  # max_failures 3 (replay counted): locks
+    login("wrong2", "alice", wrong)
+    login("wrong3", "alice", wrong)  # max_failures 3 (a replay is not counted): locks
     login("locked", "alice", oathtool(SECRET))
     login("out-of-scope", "bob", "")
     login("broken", "alice", code, service="twofa-deb-broken")

@@ -211,6 +211,7 @@ def test_login_through_the_installed_module(logins: Logins) -> None:
     assert logins.results["right"] == 0, logins
     assert logins.results["replay"] != 0
     assert logins.results["wrong1"] != 0 and logins.results["wrong2"] != 0
+    assert logins.results["wrong3"] != 0
     assert logins.results["locked"] != 0  # even with a fresh right code
     assert logins.results["out-of-scope"] == 0  # PAM_IGNORE: the password decides
     assert logins.results["broken"] != 0  # failmode secure
@@ -218,7 +219,8 @@ def test_login_through_the_installed_module(logins: Logins) -> None:
                for line in logins.lines]
     assert reasons == [
         ("success", "ok"), ("refused", "replay"), ("refused", "bad-code"),
-        ("refused", "bad-code"), ("refused", "locked"), ("ignored", "not-enrolled"),
+        ("refused", "bad-code"), ("refused", "bad-code"), ("refused", "locked"),
+        ("ignored", "not-enrolled"),
         ("refused", "bad-policy"), ("refused", "unknown-user"), ("refused", "bad-user-name"),
     ], logins.lines
     assert logins.results["unknown"] != 0 and logins.results["forged"] != 0
@@ -240,11 +242,11 @@ def test_fail2ban_filter_matches_refusals_only(logins: Logins, tmp_path: Path) -
     expected = [line for line in syslog
                 if re.search(r" result=refused reason=(\S+)", line)
                 and re.search(r" reason=(\S+)", line).group(1) in BANNED_REASONS]  # type: ignore[union-attr]
-    assert len(expected) == 6 and matched == expected, res.stdout
+    assert len(expected) == 7 and matched == expected, res.stdout
     assert not [line for line in matched if "result=success" in line or "failmode=" in line]
     hosts = sh("fail2ban-regex", "-c", os.fspath(conf), "-o", "ip", os.fspath(log),
                "pam-twofa").stdout.split()
-    assert hosts == [RHOST] * 6, hosts  # never FORGED
+    assert hosts == [RHOST] * 7, hosts  # never FORGED
     jail = sh("fail2ban-client", "-c", os.fspath(conf), "-d").stdout
     assert "['add', 'pam-twofa'," in jail and "'addjournalmatch', '_UID=0', '_COMM=sshd'" in jail
 

@@ -7,7 +7,6 @@ under the system lock and the package tests' machine lock; everything is restore
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 from collections.abc import Iterator
@@ -26,8 +25,8 @@ from tests.deb_support import (
     pam_d_digest,
     sh,
 )
+from tests.harness.syslock import system_lock
 
-SYSTEM_LOCK = "/run/lock/pam-twofa-system.lock"
 GUARD_DIR = Path("/usr/lib/x86_64-linux-gnu/security")
 PAM_PERMIT = GUARD_DIR / "pam_permit.so"
 
@@ -35,16 +34,6 @@ PAM_PERMIT = GUARD_DIR / "pam_permit.so"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return build(tmp_path_factory.mktemp("deb"))
-
-
-@contextlib.contextmanager
-def system_lock() -> Iterator[None]:
-    with open(SYSTEM_LOCK, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
