@@ -77,6 +77,7 @@ def check(pam_dir: str, ssh_service: str) -> list[Finding]:
         return [Finding("pam-dir", ERROR, f"no PAM directory {pam_dir}",
                         "give the right one with --pam-dir or --root", pam_dir)]
     out: list[Finding] = []
+    lines: dict[tuple[str, str, int], tuple[list[str], Finding]] = {}
     rows = st.status(pam_dir)
     for row in rows:
         name = row["service"]
@@ -97,9 +98,13 @@ def check(pam_dir: str, ssh_service: str) -> list[Finding]:
                 severity = SEVERITY[kind]
                 if kind == st.SUFFICIENT and kinds & {st.BEFORE_PASSWORD, st.NO_PASSWORD}:
                     severity = CRITICAL  # the code alone logs in
-                out.append(Finding(f"pam-{kind}", severity,
-                                   f"{name}: {problem['text'].removeprefix('CRITICAL: ')}",
-                                   FIXES[kind].format(s=name), item["file"], item["line"]))
+                key = (f"pam-{kind}", item["file"], item["line"])
+                if key in lines:  # one line in several stacks (su and su-l): one finding
+                    lines[key][0].append(name)
+                    continue
+                lines[key] = ([name], Finding(
+                    f"pam-{kind}", severity, problem["text"].removeprefix("CRITICAL: "),
+                    FIXES[kind].format(s=name), item["file"], item["line"]))
         if name in ps.UNPRIVILEGED_SERVICES:
             out.append(Finding("pam-screen-locker", WARNING,
                                f"{name}: a screen locker's service runs PAM as the user, who "
@@ -111,6 +116,9 @@ def check(pam_dir: str, ssh_service: str) -> list[Finding]:
                                f"{name}: pam-twofa runs {len(row['entries'])} times in this "
                                "stack: the code is asked as often",
                                "keep one pam-twofa line (with its guard)", row["file"]))
+    for names, f in lines.values():
+        out.append(Finding(f.check, f.severity, f"{', '.join(names)}: {f.message}", f.fix,
+                           f.file, f.line))
     if not any(row["enabled"] for row in rows):
         out.append(Finding("pam-not-enabled", INFO,
                            f"pam-twofa is in no service's auth stack in {pam_dir}",

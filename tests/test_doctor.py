@@ -1,0 +1,357 @@
+"""Issue 15 item 4: ``twofa-admin doctor --root`` on a host tree (tests/doctor_support.py:
+Debian's PAM files and this machine's sshd_config, set up right). Each test breaks one
+thing, checks that doctor names it (check, severity, file:line) and exits 1, then fixes
+it and checks that doctor finds nothing (exit 0)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pam_twofa import clockstatus
+from tests.doctor_support import GOOD_SSHD, GUARD, MODULE, Host, named, problems, run_admin
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    h = Host(tmp_path / "root")
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def only(host: Host, check: str, severity: str, *args: str) -> dict[str, object]:
+    """Doctor exits 1 and its only problem is ``check`` with ``severity``; returns it."""
+    rc, found = host.doctor(*args)
+    bad = problems(found)
+    assert [(f["check"], f["severity"]) for f in bad] == [(check, severity)], bad
+    assert rc == 1
+    return bad[0]
+
+
+def clean(host: Host, *args: str) -> None:
+    rc, found = host.doctor(*args)
+    assert problems(found) == [] and rc == 0, found
+
+
+def test_the_good_host_has_nothing_to_report(host: Host) -> None:
+    rc, found = host.doctor()
+    assert (rc, found) == (0, [])
+    text = run_admin("doctor", "--root", str(host.root))
+    assert text.returncode == 0 and "doctor: nothing wrong found" in text.stdout
+
+
+# ---------------------------------------------------------------- PAM stacks
+def test_unguarded_module_in_a_setuid_stack_is_critical(host: Host) -> None:
+    su = host.pam / "su"
+    host.enable("su", (MODULE,))
+    f = only(host, "pam-unguarded-setuid", "critical")
+    assert f["file"] == str(su) and f["line"] == host.line_of(su, MODULE)
+    assert "su is setuid root" in str(f["message"]) and GUARD in str(f["fix"])
+    su.write_text(su.read_text().replace(MODULE, GUARD + "\n" + MODULE))
+    clean(host)
+
+
+def test_unguarded_module_elsewhere_is_a_warning(host: Host) -> None:
+    login = host.pam / "login"
+    host.enable("login", (MODULE,))
+    f = only(host, "pam-unguarded", "warning")
+    assert f["where"] == f"{login}:{host.line_of(login, MODULE)}"
+
+
+@pytest.mark.parametrize(("control", "check"), [("sufficient", "pam-sufficient"),
+                                                ("optional", "pam-optional")])
+def test_sufficient_or_optional_control(host: Host, control: str, check: str) -> None:
+    sshd = host.pam / "sshd"
+    bad = MODULE.replace("required", control)
+    sshd.write_text(sshd.read_text().replace(MODULE, bad))
+    f = only(host, check, "error")
+    assert f["where"] == f"{sshd}:{host.line_of(sshd, bad)}"
+    sshd.write_text(sshd.read_text().replace(bad, MODULE))
+    clean(host)
+
+
+def test_sufficient_before_the_password_is_critical(host: Host) -> None:
+    """The code alone would log in."""
+    sudo = host.pam / "sudo"
+    bad = MODULE.replace("required", "sufficient")
+    sudo.write_text(sudo.read_text().replace("@include common-auth",
+                                             f"{GUARD}\n{bad}\n@include common-auth"))
+    rc, found = host.doctor()
+    assert rc == 1
+    assert [f["severity"] for f in named(found, "pam-sufficient")] == ["critical"]
+    assert named(found, "pam-before-password")[0]["severity"] == "error"
+
+
+def test_module_before_the_password_step(host: Host) -> None:
+    sshd = host.pam / "sshd"
+    text = sshd.read_text().replace(f"{GUARD}\n{MODULE}\n", "")
+    sshd.write_text(text.replace("@include common-auth", f"{GUARD}\n{MODULE}\n"
+                                 "@include common-auth"))
+    f = only(host, "pam-before-password", "error")
+    assert f["line"] == host.line_of(sshd, MODULE)
+    # single_prompt=ask goes there on purpose (it only splits the answer)
+    sshd.write_text(sshd.read_text().replace(MODULE, MODULE + " single_prompt=ask"))
+    clean(host)
+
+
+def test_no_requisite_after_the_password_step(host: Host) -> None:
+    """A wrong code after a wrong password is counted (issue 11)."""
+    sshd = host.pam / "sshd"
+    text = sshd.read_text().replace(f"@include common-auth\n{GUARD}",
+                                    f"auth required pam_unix.so\n{GUARD}")
+    sshd.write_text(text)
+    f = only(host, "pam-no-requisite", "warning")
+    assert f["line"] == host.line_of(sshd, MODULE) and "requisite" in str(f["fix"])
+    sshd.write_text(text.replace("auth required pam_unix.so", "auth requisite pam_unix.so"))
+    clean(host)
+
+
+def test_no_password_step_outside_sshd(host: Host) -> None:
+    login = host.pam / "login"
+    login.write_text(login.read_text().replace(
+        "@include common-auth", f"{GUARD}\n{MODULE}\nauth required pam_permit.so"))
+    f = only(host, "pam-no-password-step", "error")
+    assert f["file"] == str(login)
+
+
+# ---------------------------------------------------------------- sshd
+def test_usepam_no(host: Host) -> None:
+    host.dropin.write_text(GOOD_SSHD.replace("UsePAM yes", "UsePAM no"))
+    f = only(host, "sshd-usepam", "error")
+    assert f["where"] == f"{host.dropin}:1"
+    host.dropin.write_text(GOOD_SSHD)
+    clean(host)
+
+
+@pytest.mark.parametrize("keyword", ["KbdInteractiveAuthentication",
+                                     "ChallengeResponseAuthentication"])
+def test_keyboard_interactive_off(host: Host, keyword: str) -> None:
+    host.dropin.write_text(GOOD_SSHD.replace("KbdInteractiveAuthentication yes",
+                                             f"{keyword} no"))
+    f = only(host, "sshd-kbdinteractive", "error")
+    assert f["where"] == f"{host.dropin}:2"
+
+
+def test_debians_own_kbdinteractive_no_counts_without_the_dropin(host: Host) -> None:
+    """Debian's sshd_config says 'KbdInteractiveAuthentication no' after its Include."""
+    main = host.ssh / "sshd_config"
+    host.dropin.write_text(GOOD_SSHD.replace("KbdInteractiveAuthentication yes\n", ""))
+    f = only(host, "sshd-kbdinteractive", "error")
+    assert f["where"] == f"{main}:{host.line_of(main, 'KbdInteractiveAuthentication no')}"
+
+
+def test_password_authentication_beside_keyboard_interactive(host: Host) -> None:
+    host.dropin.write_text(GOOD_SSHD.replace("PasswordAuthentication no",
+                                             "PasswordAuthentication yes")
+                           .replace("AuthenticationMethods keyboard-interactive\n", ""))
+    rc, found = host.doctor()
+    f = named(found, "sshd-password-auth")[0]
+    assert (rc, f["severity"], f["where"]) == (1, "error", f"{host.dropin}:3")
+    assert "answers pam-twofa's hidden code prompt with the password" in str(f["message"])
+    # AuthenticationMethods that never uses the password method makes it harmless
+    host.dropin.write_text(GOOD_SSHD.replace("PasswordAuthentication no",
+                                             "PasswordAuthentication yes"))
+    clean(host)
+
+
+def test_password_authentication_by_default(host: Host) -> None:
+    """Nothing says PasswordAuthentication: sshd's default is yes."""
+    host.dropin.write_text(GOOD_SSHD.replace("PasswordAuthentication no\n", "")
+                           .replace("AuthenticationMethods keyboard-interactive\n", ""))
+    rc, found = host.doctor()
+    f = named(found, "sshd-password-auth")[0]
+    assert (rc, f["severity"]) == (1, "error")
+    assert f["where"] == str(host.ssh / "sshd_config") and "default" in str(f["message"])
+
+
+def key_code_stack(host: Host, args: str = "") -> Path:
+    sshd = host.pam / "sshd"
+    text = sshd.read_text().replace(f"@include common-auth\n{GUARD}\n{MODULE}",
+                                    f"{GUARD}\n{MODULE}{args}\nauth required pam_permit.so")
+    sshd.write_text(text)
+    return sshd
+
+
+def test_key_code_stack_without_require_publickey_is_critical(host: Host) -> None:
+    host.dropin.write_text(GOOD_SSHD.replace("keyboard-interactive",
+                                             "publickey,keyboard-interactive"))
+    sshd = key_code_stack(host)
+    f = only(host, "pam-keycode-no-require-publickey", "critical")
+    assert f["where"] == f"{sshd}:{host.line_of(sshd, MODULE)}"
+    key_code_stack_fixed = sshd.read_text().replace(MODULE, MODULE + " require_publickey")
+    sshd.write_text(key_code_stack_fixed)
+    clean(host)
+
+
+def test_key_code_stack_without_publickey_first(host: Host) -> None:
+    key_code_stack(host, " require_publickey")
+    f = only(host, "sshd-keycode-methods", "error")  # 'keyboard-interactive' alone
+    assert f["where"] == f"{host.dropin}:4"
+    host.dropin.write_text(GOOD_SSHD.replace("keyboard-interactive",
+                                             "publickey,keyboard-interactive:pam"))
+    clean(host)
+    host.dropin.write_text(GOOD_SSHD.replace("AuthenticationMethods keyboard-interactive\n",
+                                             ""))  # 'any': a key alone logs in
+    assert only(host, "sshd-keycode-methods", "error")["where"] == str(
+        host.ssh / "sshd_config")
+
+
+def test_a_match_block_overriding_the_methods_is_named(host: Host) -> None:
+    key_code_stack(host, " require_publickey")
+    host.dropin.write_text(GOOD_SSHD.replace("keyboard-interactive",
+                                             "publickey,keyboard-interactive")
+                           + "Match Address 10.0.0.0/8\n  AuthenticationMethods "
+                           "keyboard-interactive\n")
+    f = only(host, "sshd-keycode-methods", "error")
+    assert f["where"] == f"{host.dropin}:6"
+    assert str(f["message"]).startswith("for connections matching 'Match Address 10.0.0.0/8'")
+
+
+def test_an_included_file_is_read_in_place(host: Host) -> None:
+    (host.ssh / "sshd_config.d" / "00-first.conf").write_text("UsePAM no\n")
+    f = only(host, "sshd-usepam", "error")
+    assert f["where"] == f"{host.ssh / 'sshd_config.d' / '00-first.conf'}:1"
+
+
+def test_a_key_alone_skips_the_code_with_the_password_stack(host: Host) -> None:
+    host.dropin.write_text(GOOD_SSHD.replace("keyboard-interactive",
+                                             "publickey keyboard-interactive"))
+    assert only(host, "sshd-key-skips-code", "warning")["where"] == f"{host.dropin}:4"
+
+
+# ---------------------------------------------------------------- the ssh service's PATH
+def fake_python(host: Host, directory: str) -> None:
+    path = host.root / directory.lstrip("/") / "python3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+
+
+def test_another_python_first_on_the_default_path(host: Host) -> None:
+    fake_python(host, "/usr/local/bin")
+    f = only(host, "ssh-path-python", "warning")  # guarded: only a warning
+    assert "/usr/local/bin/python3" in str(f["message"])
+    sshd = host.pam / "sshd"
+    sshd.write_text(sshd.read_text().replace(GUARD + "\n", ""))
+    rc, found = host.doctor()
+    assert rc == 1 and named(found, "ssh-path-python")[0]["severity"] == "error"
+    os.unlink(host.root / "usr/local/bin/python3")
+    fake_python(host, "/usr/bin")
+    _, found = host.doctor()
+    assert named(found, "ssh-path-python") == []
+
+
+def test_path_from_a_unit_dropin_and_etc_default(host: Host) -> None:
+    fake_python(host, "/opt/py/bin")
+    dropin = host.root / "etc/systemd/system/ssh.service.d/path.conf"
+    dropin.parent.mkdir(parents=True)
+    dropin.write_text("[Service]\nEnvironment=\"PATH=/opt/py/bin:/usr/bin:/bin\" LANG=C\n")
+    f = only(host, "ssh-path-python", "warning")
+    assert f["where"] == "/etc/systemd/system/ssh.service.d/path.conf:2"
+    unit = host.root / "lib/systemd/system/ssh.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\nEnvironmentFile=-/etc/default/ssh\nExecStart=/usr/sbin/sshd\n")
+    default = host.root / "etc/default/ssh"
+    default.parent.mkdir(parents=True)
+    default.write_text("SSHD_OPTS=\nexport PATH=/usr/bin:/bin\n")  # EnvironmentFile wins
+    clean(host)
+
+
+# ---------------------------------------------------------------- state, policy, services
+def test_state_directory_modes_and_owner(host: Host) -> None:
+    users = host.state / "users"
+    users.chmod(0o755)
+    f = only(host, "state-dir", "error")
+    assert f["file"] == str(users) and "mode 755" in str(f["message"])
+    users.chmod(0o700)
+    (users / "alice.json").chmod(0o644)
+    assert only(host, "state-dir", "error")["file"] == str(users / "alice.json")
+    (users / "alice.json").chmod(0o600)
+    os.chown(users / "alice.json", 4242, 4242)
+    assert "owned by uid 4242" in str(only(host, "state-dir", "error")["message"])
+    os.chown(users / "alice.json", 0, 0)
+    (users / "bob.json").symlink_to("/etc/shadow")
+    assert "symbolic link" in str(only(host, "state-dir", "error")["message"])
+    (users / "bob.json").unlink()
+    clean(host)
+
+
+def test_invalid_policy_names_each_line(host: Host) -> None:
+    host.policy.write_text("mandatory:\n  scope: admins\n  colour: blue\nlockout: {x: 1}\n")
+    rc, found = host.doctor()
+    lines = sorted((f["line"], f["severity"]) for f in named(found, "policy"))
+    assert rc == 1 and lines == [(3, "error"), (4, "error")]
+    assert all(f["file"] == str(host.policy) for f in named(found, "policy"))
+    host.policy.write_text("mandatory: {scope: admins}\n")
+    clean(host)
+
+
+def test_policy_writable_by_others(host: Host) -> None:
+    host.policy.chmod(0o666)
+    assert "writable by group or others" in str(only(host, "policy", "error")["message"])
+
+
+def test_no_log_socket(host: Host) -> None:
+    host.log.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(host.root / "dev" / "log")
+    f = only(host, "log-socket", "error")
+    assert f["file"] == str(host.root / "dev" / "log")
+
+
+def test_enrollment_socket_not_listening(host: Host) -> None:
+    host.enroll.close()  # the file stays, nothing listens
+    f = only(host, "enroll-socket", "warning")
+    assert "Connection refused" in str(f["message"])
+
+
+def test_clock_check_missing_stale_or_off(host: Host) -> None:
+    os.unlink(host.state / "clock.json")
+    rc, found = host.doctor()
+    assert rc == 0 and [f["severity"] for f in named(found, "clock")] == ["info"]
+    host.clock(time.time() - 3 * 86400)
+    assert "stale" in str(only(host, "clock", "warning")["message"])
+    host.clock(time.time(), clockstatus.OFFSET, offset=42.0)
+    assert "+42.000 s" in str(only(host, "clock", "error")["message"])
+    host.clock(time.time())
+    clean(host)
+
+
+def test_fleet_daemon_unreachable(host: Host) -> None:
+    """Read from the raw file: this tree's strict policy does not know 'store' yet."""
+    host.policy.write_text("mandatory: {scope: admins}\nstore:\n  backend: postgresql\n"
+                           "  postgresql: {socket: /run/pam-twofa/fleetd.sock}\n")
+    rc, found = host.doctor()
+    f = named(found, "fleet")[0]
+    assert (rc, f["severity"]) == (1, "error")
+    assert "/run/pam-twofa/fleetd.sock" in str(f["message"])
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(host.root / "run/pam-twofa/fleetd.sock"))
+    sock.listen(1)
+    try:
+        rc, found = host.doctor()
+        assert named(found, "fleet") == []
+    finally:
+        sock.close()
+
+
+def test_doctor_options_point_at_other_paths(host: Host, tmp_path: Path) -> None:
+    """--pam-dir, --sshd-config and the admin's --policy replace the --root defaults."""
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "sshd_config").write_text(GOOD_SSHD.replace("UsePAM yes", "UsePAM no"))
+    policy = other / "policy.yaml"
+    policy.write_text("mandatory: {scope: bogus}\n")
+    policy.chmod(0o644)
+    _, found = host.doctor("--sshd-config", str(other / "sshd_config"),
+                           admin=("--policy", str(policy)))
+    assert sorted(f["check"] for f in problems(found)) == ["policy", "sshd-usepam"]
+    assert named(found, "policy")[0]["file"] == str(policy)
