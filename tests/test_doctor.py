@@ -355,3 +355,26 @@ def test_doctor_options_point_at_other_paths(host: Host, tmp_path: Path) -> None
                            admin=("--policy", str(policy)))
     assert sorted(f["check"] for f in problems(found)) == ["policy", "sshd-usepam"]
     assert named(found, "policy")[0]["file"] == str(policy)
+
+
+def test_mail_sends_a_test_message_only_when_asked(host: Host) -> None:
+    from tests.harness.smtpd import MailServer, closed_port
+
+    def policy(port: int) -> None:
+        host.policy.write_text("mandatory: {scope: admins}\nsmtp:\n  host: 127.0.0.1\n"
+                               f"  port: {port}\n  security: none\n"
+                               "  from: twofa@test.example\n  timeout_seconds: 5\n")
+
+    with MailServer(None, "none") as srv:
+        policy(srv.port)
+        clean(host)
+        assert srv.received == []  # without --mail nothing is sent
+        rc, found = host.doctor("--mail", "root@test.example")
+        assert rc == 0 and named(found, "mail")[0]["severity"] == "info"
+        got = srv.wait(1)[0]
+        assert got.message["Subject"] == "pam-twofa test mail (twofa-admin doctor)"
+    policy(closed_port())
+    f = only(host, "mail", "error", "--mail", "root@test.example")
+    assert "connect" in str(f["message"])
+    host.policy.write_text("mandatory: {scope: admins}\n")
+    assert "not configured" in str(only(host, "mail", "error", "--mail", "x@y.z")["message"])
