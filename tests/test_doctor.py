@@ -15,7 +15,17 @@ from pathlib import Path
 import pytest
 
 from pam_twofa import clockstatus
-from tests.doctor_support import GOOD_SSHD, GUARD, MODULE, Host, named, problems, run_admin
+from tests.doctor_support import (
+    GOOD_SSHD,
+    GUARD,
+    MODULE,
+    Host,
+    listening,
+    named,
+    problems,
+    run_admin,
+)
+from tests.harness.procs import LogSocket
 
 
 @pytest.fixture
@@ -64,6 +74,8 @@ def test_unguarded_module_elsewhere_is_a_warning(host: Host) -> None:
     host.enable("login", (MODULE,))
     f = only(host, "pam-unguarded", "warning")
     assert f["where"] == f"{login}:{host.line_of(login, MODULE)}"
+    login.write_text(login.read_text().replace(MODULE, GUARD + "\n" + MODULE))
+    clean(host)
 
 
 @pytest.mark.parametrize(("control", "check"), [("sufficient", "pam-sufficient"),
@@ -120,6 +132,45 @@ def test_no_password_step_outside_sshd(host: Host) -> None:
         "@include common-auth", f"{GUARD}\n{MODULE}\nauth required pam_permit.so"))
     f = only(host, "pam-no-password-step", "error")
     assert f["file"] == str(login)
+    login.write_text(login.read_text().replace(f"{GUARD}\n{MODULE}\nauth required pam_permit.so",
+                                               f"@include common-auth\n{GUARD}\n{MODULE}"))
+    clean(host)
+
+
+def test_module_that_never_runs_after_a_right_password(host: Host) -> None:
+    sshd = host.pam / "sshd"
+    text = sshd.read_text()
+    sshd.write_text(text.replace("@include common-auth", "auth sufficient pam_unix.so\n"
+                                 "auth requisite pam_deny.so"))
+    f = only(host, "pam-never-runs", "error")
+    assert "ends the stack on success" in str(f["message"])
+    sshd.write_text(text)
+    clean(host)
+
+
+def test_twice_in_one_stack_and_a_screen_locker(host: Host) -> None:
+    common = host.pam / "common-auth"
+    original = common.read_text()
+    host.enable("common-auth", after="auth\trequired\t\t\tpam_permit.so")
+    rc, found = host.doctor()
+    assert rc == 1 and {f["check"] for f in problems(found)} == {"pam-twice"}
+    assert "runs 2 times" in str(named(found, "pam-twice")[0]["message"])
+    common.write_text(original)
+    (host.pam / "i3lock").write_text(f"@include common-auth\n{GUARD}\n{MODULE}\n")
+    only(host, "pam-screen-locker", "warning")
+    (host.pam / "i3lock").unlink()
+    clean(host)
+
+
+def test_missing_include(host: Host) -> None:
+    sshd = host.pam / "sshd"
+    text = sshd.read_text()
+    sshd.write_text(text.replace("@include common-account", "@include common-gone"))
+    f = only(host, "pam-stack", "error")
+    assert f"{sshd}:{host.line_of(sshd, '@include common-gone')}: includes common-gone, " \
+        "which does not exist" in str(f["message"])
+    sshd.write_text(text)
+    clean(host)
 
 
 # ---------------------------------------------------------------- sshd
@@ -138,6 +189,9 @@ def test_keyboard_interactive_off(host: Host, keyword: str) -> None:
                                              f"{keyword} no"))
     f = only(host, "sshd-kbdinteractive", "error")
     assert f["where"] == f"{host.dropin}:2"
+    host.dropin.write_text(GOOD_SSHD.replace("KbdInteractiveAuthentication yes",
+                                             f"{keyword} yes"))
+    clean(host)
 
 
 def test_debians_own_kbdinteractive_no_counts_without_the_dropin(host: Host) -> None:
@@ -225,6 +279,9 @@ def test_a_key_alone_skips_the_code_with_the_password_stack(host: Host) -> None:
     host.dropin.write_text(GOOD_SSHD.replace("keyboard-interactive",
                                              "publickey keyboard-interactive"))
     assert only(host, "sshd-key-skips-code", "warning")["where"] == f"{host.dropin}:4"
+    host.dropin.write_text(GOOD_SSHD.replace("AuthenticationMethods keyboard-interactive",
+                                             "PubkeyAuthentication no"))
+    clean(host)  # no key method at all: every login runs the stack
 
 
 # ---------------------------------------------------------------- the ssh service's PATH
@@ -297,6 +354,8 @@ def test_invalid_policy_names_each_line(host: Host) -> None:
 def test_policy_writable_by_others(host: Host) -> None:
     host.policy.chmod(0o666)
     assert "writable by group or others" in str(only(host, "policy", "error")["message"])
+    host.policy.chmod(0o644)
+    clean(host)
 
 
 def test_no_log_socket(host: Host) -> None:
@@ -305,12 +364,17 @@ def test_no_log_socket(host: Host) -> None:
         os.unlink(host.root / "dev" / "log")
     f = only(host, "log-socket", "error")
     assert f["file"] == str(host.root / "dev" / "log")
+    host.log = LogSocket(host.root / "dev" / "log")
+    clean(host)
 
 
 def test_enrollment_socket_not_listening(host: Host) -> None:
     host.enroll.close()  # the file stays, nothing listens
     f = only(host, "enroll-socket", "warning")
     assert "Connection refused" in str(f["message"])
+    os.unlink(host.root / "run/pam-twofa/enroll.sock")
+    host.enroll = listening(host.root / "run/pam-twofa/enroll.sock")
+    clean(host)
 
 
 def test_clock_check_missing_stale_or_off(host: Host) -> None:

@@ -46,7 +46,7 @@ def finding(resolver: ps.Resolver, name: str, entries: list[ps.Entry], i: int,
     guarded = bool(before and ps.is_guard_line(before.line, guard))
     item = {"where": entry.describe(), "file": entry.line.path, "line": entry.line.first,
             "via": [v.where for v in entry.via], "control": control, "guarded": guarded,
-            "written_by": origin(resolver, entry)}
+            "written_by": origin(resolver, entry), "args": list(entry.line.args[1:])}
     found = problems(name, entries, i, guarded)
     item["problems"] = [{"kind": kind, "text": text} for kind, text in found]
     return item, [text for _, text in found], any(k == UNGUARDED_SETUID for k, _ in found)

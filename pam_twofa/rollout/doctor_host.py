@@ -7,6 +7,7 @@ and a login judge the same things the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -41,10 +42,16 @@ def check_state(state_dir: str) -> list[Finding]:
         if os.path.lexists(path):
             todo.append((path, True))
             if os.path.isdir(path) and not os.path.islink(path):
-                todo += [(f"{path}/{n}", False) for n in sorted(os.listdir(path))]
+                with contextlib.suppress(OSError):  # its own check below names it
+                    todo += [(f"{path}/{n}", False) for n in sorted(os.listdir(path))]
     euid = os.geteuid()
     for path, is_dir in todo:
-        st = os.lstat(path)
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            out.append(Finding("state-dir", ERROR, f"cannot read {path}: {exc.strerror}",
+                               "run doctor as root", path))
+            continue
         mode = "0700" if is_dir else "0600"
         fix = f"chown {euid} {path}; chmod {mode} {path}"
         if stat.S_ISLNK(st.st_mode):

@@ -92,8 +92,7 @@ def check(pam_dir: str, ssh_service: str) -> list[Finding]:
                 kind = problem["kind"]
                 if kind == st.NO_PASSWORD and name == ssh_service:
                     continue  # key + code: the sshd checks judge it
-                if kind == st.BEFORE_PASSWORD and any(
-                        a.startswith("single_prompt=ask") for a in _args(item)):
+                if kind == st.BEFORE_PASSWORD and "single_prompt=ask" in item["args"]:
                     continue  # the single-prompt split goes there on purpose
                 severity = SEVERITY[kind]
                 if kind == st.SUFFICIENT and kinds & {st.BEFORE_PASSWORD, st.NO_PASSWORD}:
@@ -126,13 +125,3 @@ def check(pam_dir: str, ssh_service: str) -> list[Finding]:
                            pam_dir))
     return out
 
-
-def _args(item: dict[str, object]) -> list[str]:
-    from pam_twofa.hostconf.pamfile import PamFile
-
-    try:
-        pam = PamFile.read(str(item["file"]))
-    except (PamConfigError, OSError):
-        return []
-    line = next((x for x in pam.lines if x.first == item["line"]), None)
-    return list(line.args) if line else []
