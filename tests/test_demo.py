@@ -130,8 +130,10 @@ def test_demo_check_runs_doctor_on_the_sandbox_and_it_finds_nothing() -> None:
     assert "demo check: OK" in res.stdout
     doctor = [line.removeprefix("demo check: doctor: ") for line in res.stdout.splitlines()
               if line.startswith("demo check: doctor: ")]
-    assert doctor[-1] == "doctor: nothing wrong found (1 info)", doctor
-    assert [line.split("[")[1].split("]")[0] for line in doctor if "[" in line] == ["clock"]
+    assert doctor[-1].startswith("doctor: nothing wrong found"), doctor
+    infos = {line.split("[")[1].split("]")[0] for line in doctor if line.startswith("INFO:")}
+    assert infos <= {"clock", "sshd-t"}, doctor  # no clock check in a sandbox; sshd -T may not run
+    assert not [line for line in doctor if line.startswith(("CRITICAL", "ERROR", "WARNING"))]
     assert "demo check: doctor exit 0" in res.stdout
     [sandbox] = SANDBOX_RE.findall(res.stdout)
     assert_nothing_left(sandbox)
