@@ -12,7 +12,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from pam_twofa import clockstatus
 from tests.harness.pamenv import REPO_ROOT
@@ -107,3 +110,26 @@ def problems(findings: list[dict[str, object]]) -> list[dict[str, object]]:
 
 def named(findings: list[dict[str, object]], check: str) -> list[dict[str, object]]:
     return [f for f in findings if f["check"] == check]
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    h = Host(tmp_path / "root")
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def only(host: Host, check: str, severity: str, *args: str) -> dict[str, object]:
+    """Doctor exits 1 and its only problem is ``check`` with ``severity``; returns it."""
+    rc, found = host.doctor(*args)
+    bad = problems(found)
+    assert [(f["check"], f["severity"]) for f in bad] == [(check, severity)], bad
+    assert rc == 1
+    return bad[0]
+
+
+def clean(host: Host, *args: str) -> None:
+    rc, found = host.doctor(*args)
+    assert problems(found) == [] and rc == 0, found

@@ -1,5 +1,6 @@
 """Issue 15 item 4: ``twofa-admin doctor --root`` on a host tree (tests/doctor_support.py:
-Debian's PAM files and this machine's sshd_config, set up right). Each test breaks one
+Debian's PAM files and this machine's sshd_config, set up right): PAM stacks, state,
+policy and services (sshd's side: test_doctor_sshd.py). Each test breaks one
 thing, checks that doctor names it (check, severity, file:line) and exits 1, then fixes
 it and checks that doctor finds nothing (exit 0)."""
 
@@ -9,7 +10,6 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,35 +20,17 @@ from tests.doctor_support import (
     GUARD,
     MODULE,
     Host,
+    clean,
+    host,
     listening,
     named,
+    only,
     problems,
     run_admin,
 )
 from tests.harness.procs import LogSocket
 
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[Host]:
-    h = Host(tmp_path / "root")
-    try:
-        yield h
-    finally:
-        h.close()
-
-
-def only(host: Host, check: str, severity: str, *args: str) -> dict[str, object]:
-    """Doctor exits 1 and its only problem is ``check`` with ``severity``; returns it."""
-    rc, found = host.doctor(*args)
-    bad = problems(found)
-    assert [(f["check"], f["severity"]) for f in bad] == [(check, severity)], bad
-    assert rc == 1
-    return bad[0]
-
-
-def clean(host: Host, *args: str) -> None:
-    rc, found = host.doctor(*args)
-    assert problems(found) == [] and rc == 0, found
+__all__ = ["host"]  # the fixture (tests/doctor_support.py)
 
 
 def test_the_good_host_has_nothing_to_report(host: Host) -> None:
@@ -170,155 +152,6 @@ def test_missing_include(host: Host) -> None:
     assert f"{sshd}:{host.line_of(sshd, '@include common-gone')}: includes common-gone, " \
         "which does not exist" in str(f["message"])
     sshd.write_text(text)
-    clean(host)
-
-
-# ---------------------------------------------------------------- sshd
-def test_usepam_no(host: Host) -> None:
-    host.dropin.write_text(GOOD_SSHD.replace("UsePAM yes", "UsePAM no"))
-    f = only(host, "sshd-usepam", "error")
-    assert f["where"] == f"{host.dropin}:1"
-    host.dropin.write_text(GOOD_SSHD)
-    clean(host)
-
-
-@pytest.mark.parametrize("keyword", ["KbdInteractiveAuthentication",
-                                     "ChallengeResponseAuthentication"])
-def test_keyboard_interactive_off(host: Host, keyword: str) -> None:
-    host.dropin.write_text(GOOD_SSHD.replace("KbdInteractiveAuthentication yes",
-                                             f"{keyword} no"))
-    f = only(host, "sshd-kbdinteractive", "error")
-    assert f["where"] == f"{host.dropin}:2"
-    host.dropin.write_text(GOOD_SSHD.replace("KbdInteractiveAuthentication yes",
-                                             f"{keyword} yes"))
-    clean(host)
-
-
-def test_debians_own_kbdinteractive_no_counts_without_the_dropin(host: Host) -> None:
-    """Debian's sshd_config says 'KbdInteractiveAuthentication no' after its Include."""
-    main = host.ssh / "sshd_config"
-    host.dropin.write_text(GOOD_SSHD.replace("KbdInteractiveAuthentication yes\n", ""))
-    f = only(host, "sshd-kbdinteractive", "error")
-    assert f["where"] == f"{main}:{host.line_of(main, 'KbdInteractiveAuthentication no')}"
-
-
-def test_password_authentication_beside_keyboard_interactive(host: Host) -> None:
-    host.dropin.write_text(GOOD_SSHD.replace("PasswordAuthentication no",
-                                             "PasswordAuthentication yes")
-                           .replace("AuthenticationMethods keyboard-interactive\n", ""))
-    rc, found = host.doctor()
-    f = named(found, "sshd-password-auth")[0]
-    assert (rc, f["severity"], f["where"]) == (1, "error", f"{host.dropin}:3")
-    assert "answers pam-twofa's hidden code prompt with the password" in str(f["message"])
-    # AuthenticationMethods that never uses the password method makes it harmless
-    host.dropin.write_text(GOOD_SSHD.replace("PasswordAuthentication no",
-                                             "PasswordAuthentication yes"))
-    clean(host)
-
-
-def test_password_authentication_by_default(host: Host) -> None:
-    """Nothing says PasswordAuthentication: sshd's default is yes."""
-    host.dropin.write_text(GOOD_SSHD.replace("PasswordAuthentication no\n", "")
-                           .replace("AuthenticationMethods keyboard-interactive\n", ""))
-    rc, found = host.doctor()
-    f = named(found, "sshd-password-auth")[0]
-    assert (rc, f["severity"]) == (1, "error")
-    assert f["where"] == str(host.ssh / "sshd_config") and "default" in str(f["message"])
-
-
-def key_code_stack(host: Host, args: str = "") -> Path:
-    sshd = host.pam / "sshd"
-    text = sshd.read_text().replace(f"@include common-auth\n{GUARD}\n{MODULE}",
-                                    f"{GUARD}\n{MODULE}{args}\nauth required pam_permit.so")
-    sshd.write_text(text)
-    return sshd
-
-
-def test_key_code_stack_without_require_publickey_is_critical(host: Host) -> None:
-    host.dropin.write_text(GOOD_SSHD.replace("keyboard-interactive",
-                                             "publickey,keyboard-interactive"))
-    sshd = key_code_stack(host)
-    f = only(host, "pam-keycode-no-require-publickey", "critical")
-    assert f["where"] == f"{sshd}:{host.line_of(sshd, MODULE)}"
-    key_code_stack_fixed = sshd.read_text().replace(MODULE, MODULE + " require_publickey")
-    sshd.write_text(key_code_stack_fixed)
-    clean(host)
-
-
-def test_key_code_stack_without_publickey_first(host: Host) -> None:
-    key_code_stack(host, " require_publickey")
-    f = only(host, "sshd-keycode-methods", "error")  # 'keyboard-interactive' alone
-    assert f["where"] == f"{host.dropin}:4"
-    host.dropin.write_text(GOOD_SSHD.replace("keyboard-interactive",
-                                             "publickey,keyboard-interactive:pam"))
-    clean(host)
-    host.dropin.write_text(GOOD_SSHD.replace("AuthenticationMethods keyboard-interactive\n",
-                                             ""))  # 'any': a key alone logs in
-    assert only(host, "sshd-keycode-methods", "error")["where"] == str(
-        host.ssh / "sshd_config")
-
-
-def test_a_match_block_overriding_the_methods_is_named(host: Host) -> None:
-    key_code_stack(host, " require_publickey")
-    host.dropin.write_text(GOOD_SSHD.replace("keyboard-interactive",
-                                             "publickey,keyboard-interactive")
-                           + "Match Address 10.0.0.0/8\n  AuthenticationMethods "
-                           "keyboard-interactive\n")
-    f = only(host, "sshd-keycode-methods", "error")
-    assert f["where"] == f"{host.dropin}:6"
-    assert str(f["message"]).startswith("for connections matching 'Match Address 10.0.0.0/8'")
-
-
-def test_an_included_file_is_read_in_place(host: Host) -> None:
-    (host.ssh / "sshd_config.d" / "00-first.conf").write_text("UsePAM no\n")
-    f = only(host, "sshd-usepam", "error")
-    assert f["where"] == f"{host.ssh / 'sshd_config.d' / '00-first.conf'}:1"
-
-
-def test_a_key_alone_skips_the_code_with_the_password_stack(host: Host) -> None:
-    host.dropin.write_text(GOOD_SSHD.replace("keyboard-interactive",
-                                             "publickey keyboard-interactive"))
-    assert only(host, "sshd-key-skips-code", "warning")["where"] == f"{host.dropin}:4"
-    host.dropin.write_text(GOOD_SSHD.replace("AuthenticationMethods keyboard-interactive",
-                                             "PubkeyAuthentication no"))
-    clean(host)  # no key method at all: every login runs the stack
-
-
-# ---------------------------------------------------------------- the ssh service's PATH
-def fake_python(host: Host, directory: str) -> None:
-    path = host.root / directory.lstrip("/") / "python3"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\n")
-    path.chmod(0o755)
-
-
-def test_another_python_first_on_the_default_path(host: Host) -> None:
-    fake_python(host, "/usr/local/bin")
-    f = only(host, "ssh-path-python", "warning")  # guarded: only a warning
-    assert "/usr/local/bin/python3" in str(f["message"])
-    sshd = host.pam / "sshd"
-    sshd.write_text(sshd.read_text().replace(GUARD + "\n", ""))
-    rc, found = host.doctor()
-    assert rc == 1 and named(found, "ssh-path-python")[0]["severity"] == "error"
-    os.unlink(host.root / "usr/local/bin/python3")
-    fake_python(host, "/usr/bin")
-    _, found = host.doctor()
-    assert named(found, "ssh-path-python") == []
-
-
-def test_path_from_a_unit_dropin_and_etc_default(host: Host) -> None:
-    fake_python(host, "/opt/py/bin")
-    dropin = host.root / "etc/systemd/system/ssh.service.d/path.conf"
-    dropin.parent.mkdir(parents=True)
-    dropin.write_text("[Service]\nEnvironment=\"PATH=/opt/py/bin:/usr/bin:/bin\" LANG=C\n")
-    f = only(host, "ssh-path-python", "warning")
-    assert f["where"] == "/etc/systemd/system/ssh.service.d/path.conf:2"
-    unit = host.root / "lib/systemd/system/ssh.service"
-    unit.parent.mkdir(parents=True)
-    unit.write_text("[Service]\nEnvironmentFile=-/etc/default/ssh\nExecStart=/usr/sbin/sshd\n")
-    default = host.root / "etc/default/ssh"
-    default.parent.mkdir(parents=True)
-    default.write_text("SSHD_OPTS=\nexport PATH=/usr/bin:/bin\n")  # EnvironmentFile wins
     clean(host)
 
 
