@@ -162,3 +162,13 @@ def test_path_from_a_unit_dropin_and_etc_default(host: Host) -> None:
     clean(host)
 
 
+
+
+def test_path_from_etc_default_ssh_without_a_unit(host: Host) -> None:
+    fake_python(host, "/opt/py/bin")
+    default = host.root / "etc/default/ssh"
+    default.parent.mkdir(parents=True)
+    default.write_text("# sourced by /etc/init.d/ssh\nexport PATH=/opt/py/bin:/usr/bin\n")
+    assert only(host, "ssh-path-python", "warning")["where"] == "/etc/default/ssh:2"
+    default.write_text("PATH=/usr/bin:/opt/py/bin\n")
+    clean(host)

@@ -114,7 +114,8 @@ def check(conf: SshdConfig, stack: SshStack, service: str) -> list[Finding]:
 
 def service_path(root: str, unit: str = "ssh.service") -> tuple[str, str, int]:
     """(PATH, file, line) the ssh service starts with: systemd's Environment= or an
-    EnvironmentFile= (e.g. /etc/default/ssh) setting PATH, else systemd's default."""
+    EnvironmentFile= (e.g. /etc/default/ssh) setting PATH, else systemd's default;
+    without a unit, what /etc/default/ssh sets."""
     path, where, number = SYSTEMD_PATH, "", 0
     units = [d for d in UNIT_DIRS if os.path.isfile(under(root, f"{d}/{unit}"))]
     files = [f"{units[0]}/{unit}"] if units else []
@@ -125,7 +126,7 @@ def service_path(root: str, unit: str = "ssh.service") -> tuple[str, str, int]:
             dropins.update({n: f"{d}/{unit}.d/{n}" for n in os.listdir(folder)
                             if n.endswith(".conf")})
     files += [dropins[n] for n in sorted(dropins)]
-    env_files = []
+    env_files = [] if units else ["/etc/default/ssh"]  # sysvinit's /etc/init.d/ssh sources it
     for name in files:
         for n, key, value in _unit_lines(under(root, name)):
             if key == "Environment":
@@ -143,10 +144,14 @@ def service_path(root: str, unit: str = "ssh.service") -> tuple[str, str, int]:
 
 
 def first_python(root: str, path: str) -> str | None:
-    """The first ``python3`` on ``path`` (a directory of it), read under ``root``."""
+    """The directory of a ``python3`` (read under ``root``) that ``path`` puts before
+    Debian's /usr/bin (or /bin), or None."""
     for d in path.split(":"):
-        if d and os.path.exists(under(root, f"{d.rstrip('/')}/python3")):
-            return d.rstrip("/") or "/"
+        d = d.rstrip("/") or "/"
+        if d in DEBIAN_PYTHON_DIRS:
+            return None
+        if d and os.path.exists(under(root, f"{d}/python3")):
+            return d
     return None
 
 
@@ -155,7 +160,7 @@ def check_path(root: str, stack: SshStack, unit: str = "ssh.service") -> list[Fi
         return []
     path, where, line = service_path(root, unit)
     found = first_python(root, path)
-    if found is None or found in DEBIAN_PYTHON_DIRS:
+    if found is None:
         return []
     source = where or f"systemd's default PATH for {unit}"
     if stack.guarded:
