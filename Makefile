@@ -167,9 +167,10 @@ bench: deps-apt deps-test-pip pyc guard
 	$(PYTHON) -m bench $(BENCH_ARGS)
 
 # A sandboxed sshd on 127.0.0.1 with an enrolled demo user (tools/demo.py); all in a temp
-# dir, removed on exit.  DEMO_CHECK=1: log in once with ssh + an oathtool code, then exit.
+# dir, removed on exit.  DEMO_CHECK=1: log in once with ssh + an oathtool code, run
+# 'twofa-admin doctor' on the sandbox, then exit.  Its PAM stack has the guard line.
 DEMO_CHECK ?=
-demo: deps-apt deps-test-pip pyc
+demo: deps-apt deps-test-pip pyc guard
 	$(PYTHON) tools/demo.py $(if $(filter 1 yes true,$(DEMO_CHECK)),--check)
 
 # The .deb (dpkg-buildpackage -us -uc -b on a copy of the tree) into debian-build/.

@@ -2,7 +2,8 @@
 
 Sections (``--only`` picks some): pam (PAM transaction timings), ssh (SSH logins),
 scale (store and policy size), conc (64 concurrent logins), guard (pam_python with and
-without pam_twofa_guard.so; authenticate vs setcred). Ratios are computed
+without pam_twofa_guard.so; authenticate vs setcred), rollout (twofa-admin report over
+1,000 users and doctor). Ratios are computed
 within one run from interleaved measurements; targets are checked and printed, and
 the exit status is 0 whatever they say (a bench reports, the tests decide).
 """
@@ -15,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from bench import concurrency, guardrun, pamrun, report, scale, sshrun
+from bench import concurrency, guardrun, pamrun, report, rollout, scale, sshrun
 from bench.world import World, ensure_pyc, median, percentile
 
 FLOOR = "floor (bare pam_python)"
@@ -86,6 +87,11 @@ def verdicts(result: dict[str, Any]) -> list[str]:
             out.append(f"{row['name']}: {row['ratio_to_floor']}x the 10/10 login "
                        f"(target within 5 %): {'met' if ok else 'NOT met'}; "
                        f"CPU time {row.get('cpu_ratio')}x")
+    for row in result.get("rollout", []):
+        if row["name"].startswith("report"):
+            ok = row["median_ms"] < rollout.TARGET_S * 1000
+            out.append(f"twofa-admin {row['name']}: {row['median_ms']} ms (target < "
+                       f"{rollout.TARGET_S:g} s): {'met' if ok else 'NOT met'}")
     for row in result.get("concurrency", []):
         if not row["module"].startswith("floor"):
             out.append(f"concurrency {row['case']}, {row['module']}: "
@@ -98,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=30, help="timed runs per contender (>= 30)")
     parser.add_argument("--ssh-n", type=int, default=30, help="timed SSH logins per pair")
     parser.add_argument("--rounds", type=int, default=3, help="concurrency bursts per case")
-    parser.add_argument("--only", default="pam,ssh,conc,guard", help="sections: "
-                        "pam,ssh,conc,guard (pam includes scale)")
+    parser.add_argument("--only", default="pam,ssh,conc,guard,rollout", help="sections: "
+                        "pam,ssh,conc,guard,rollout (pam includes scale)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench: run as root (pam_wrapper, mount namespaces, GA's file owner)")
@@ -136,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
                            "authenticate)", result["guard"],
                            ["name", "n", "median_ms", "p90_ms", "ratio_to_floor",
                             "cpu_median_ms", "cpu_ratio"]), end="\n\n")
+    if "rollout" in only:
+        result["rollout"] = rollout.run(args.n)
+        print(report.table("twofa-admin report and doctor (fresh process per run)",
+                           result["rollout"], ["name", "n", "median_ms", "p90_ms"]),
+              end="\n\n")
     result["load_at_end"] = round(os.getloadavg()[0], 2)
     result["verdicts"] = verdicts(result)
     print("\n".join(result["verdicts"]))

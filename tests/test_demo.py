@@ -118,3 +118,22 @@ def test_interactive_demo_login_then_ctrl_c(tmp_path: Path) -> None:
     [sandbox] = SANDBOX_RE.findall(text)
     assert f"demo: removed {sandbox}" in rest.decode()
     assert_nothing_left(sandbox)
+
+
+def test_demo_check_runs_doctor_on_the_sandbox_and_it_finds_nothing() -> None:
+    """Issue 15: the demo's sandbox is set up as the README says (guard, requisite
+    password step, keyboard-interactive only, an enrollment service), and
+    ``twofa-admin doctor`` pointed at it exits 0; only the missing clock check is info."""
+    res = subprocess.run([sys.executable, "tools/demo.py", "--check"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "demo check: OK" in res.stdout
+    doctor = [line.removeprefix("demo check: doctor: ") for line in res.stdout.splitlines()
+              if line.startswith("demo check: doctor: ")]
+    assert doctor[-1].startswith("doctor: nothing wrong found"), doctor
+    infos = {line.split("[")[1].split("]")[0] for line in doctor if line.startswith("INFO:")}
+    assert infos <= {"clock", "sshd-t"}, doctor  # no clock check in a sandbox; sshd -T may not run
+    assert not [line for line in doctor if line.startswith(("CRITICAL", "ERROR", "WARNING"))]
+    assert "demo check: doctor exit 0" in res.stdout
+    [sandbox] = SANDBOX_RE.findall(res.stdout)
+    assert_nothing_left(sandbox)

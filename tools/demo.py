@@ -6,7 +6,12 @@ harness (tests/harness/sshd.py), and all of it is removed on exit: nothing under
 changes, no account is created, nothing is left running.
 
     make demo                 # prints the ssh command, password, QR code; Ctrl-C stops
-    make demo DEMO_CHECK=1    # logs in once with ssh + an oathtool code; exit 0 = OK
+    make demo DEMO_CHECK=1    # logs in once with ssh + an oathtool code, then runs
+                              # 'twofa-admin doctor' on the sandbox; exit 0 = both OK
+
+The sandbox is set up the way the README says a host should be (guard line, a
+``requisite`` password step, sshd's keyboard-interactive only, an enrollment service),
+so ``twofa-admin doctor`` pointed at it (``doctor_args``) finds nothing wrong.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.harness.pamenv import PamEnv, oathtool  # noqa: E402
+from tests.harness.pamenv import GUARD_LINE, GUARD_SO, REPO_ROOT, PamEnv, oathtool  # noqa: E402
+from tests.harness.procs import setpriv_cmd  # noqa: E402
 from tests.harness.sshclient import openssh_login  # noqa: E402
 from tests.harness.sshd import SshServer  # noqa: E402
 
@@ -37,6 +44,53 @@ mandatory: {scope: all}
 trusted_devices: {enabled: true, days: 1}
 lockout: {max_failures: 5, lock_seconds: 60}
 """
+
+
+def stack(server: SshServer) -> None:
+    """The service file as a host's should be: the password step ``requisite`` (a wrong
+    password never reaches the code), then the guard line, then the module."""
+    password = server.password_line().replace("auth required ", "auth requisite ", 1)
+    server.stack(password, GUARD_LINE, server.module_line(), password=False)
+
+
+def enroll_service(server: SshServer) -> tuple[subprocess.Popen[bytes], str]:
+    """twofa-enroll-service on ``$T/run/enroll.sock``, as the uid that owns the state."""
+    run = server.env.root / "run"
+    run.mkdir(exist_ok=True)
+    os.chown(run, server.uid, server.uid)
+    sock = run / "enroll.sock"
+    env = server.env.wrapper_env(pam=False)
+    cmd = ["/usr/bin/python3", "-m", "pam_twofa.cli.enrollsvc", "--socket", str(sock),
+           "--state-dir", str(server.env.state_dir), "--policy", str(server.env.policy),
+           "--log-socket", str(server.log.path)]
+    cmd, env = setpriv_cmd(cmd, env, server.uid)
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate()
+            raise RuntimeError(f"twofa-enroll-service did not start: {err.decode()}")
+        time.sleep(0.05)
+    return proc, str(sock)
+
+
+def doctor_args(server: SshServer, enroll_socket: str) -> list[str]:
+    """``twofa-admin`` arguments that point ``doctor`` at this sandbox."""
+    return ["--log-socket", str(server.log.path), "doctor",
+            "--pam-dir", str(server.env.pam_dir), "--sshd-config", str(server.config),
+            "--ssh-service", server.service, "--enroll-socket", enroll_socket]
+
+
+def doctor(server: SshServer, enroll_socket: str) -> bool:
+    res = server.admin(*doctor_args(server, enroll_socket))
+    for line in res.stdout.splitlines():
+        print(f"demo check: doctor: {line}")
+    print(f"demo check: doctor exit {res.returncode}{': ' + res.stderr if res.stderr else ''}",
+          flush=True)
+    return res.returncode == 0
 
 
 def show(server: SshServer, password: str, secret: str, uri: str) -> None:
@@ -79,6 +133,9 @@ def main() -> int:
     if os.geteuid() != 0:
         print("make demo: run as root (sshd drops to uid 65534 itself)", file=sys.stderr)
         return 2
+    if not GUARD_SO.exists():
+        print(f"make demo: {GUARD_SO} is missing: run 'make guard'", file=sys.stderr)
+        return 2
     root = Path(tempfile.mkdtemp(prefix="pam-twofa-demo-"))
     print(f"demo: sandbox {root}", flush=True)
     def interrupt(*_: object) -> None:
@@ -88,8 +145,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, interrupt)  # even when started with SIGINT ignored
     env = PamEnv(root)
     server = None
+    service = None
     try:
         server = SshServer(env)
+        stack(server)
         password = "demo-" + secrets.token_hex(4)
         server.add_user(USER, password=password)
         server.write_policy(POLICY)
@@ -98,9 +157,11 @@ def main() -> int:
             print(f"demo: twofa-admin enroll failed: {res.stderr}", file=sys.stderr)
             return 1
         enrolled = json.loads(res.stdout)
+        service, enroll_socket = enroll_service(server)
         server.start()
         if args.check:
-            return 0 if check(server, password, enrolled["secret"]) else 1
+            logged_in = check(server, password, enrolled["secret"])
+            return 0 if doctor(server, enroll_socket) and logged_in else 1
         show(server, password, enrolled["secret"], enrolled["uri"])
         while server.running():
             time.sleep(0.5)
@@ -111,6 +172,13 @@ def main() -> int:
         print("\ndemo: stopping", flush=True)
         return 0
     finally:
+        if service is not None:
+            service.terminate()
+            try:
+                service.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                service.kill()
+                service.wait()
         if server is not None:
             server.close()
         env.close()

@@ -312,6 +312,7 @@ from pam_twofa.cli import (  # noqa: E402
     admin_enroll,  # noqa: F401
     admin_mail,  # noqa: F401
     admin_pam,  # noqa: F401
+    admin_report,  # noqa: F401
     admin_trust,  # noqa: F401
 )
 

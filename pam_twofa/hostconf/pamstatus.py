@@ -46,41 +46,62 @@ def finding(resolver: ps.Resolver, name: str, entries: list[ps.Entry], i: int,
     guarded = bool(before and ps.is_guard_line(before.line, guard))
     item = {"where": entry.describe(), "file": entry.line.path, "line": entry.line.first,
             "via": [v.where for v in entry.via], "control": control, "guarded": guarded,
-            "written_by": origin(resolver, entry)}
-    warnings, critical = [], False
+            "written_by": origin(resolver, entry), "args": list(entry.line.args[1:])}
+    found = problems(name, entries, i, guarded)
+    item["problems"] = [{"kind": kind, "text": text} for kind, text in found]
+    return item, [text for _, text in found], any(k == UNGUARDED_SETUID for k, _ in found)
+
+
+# Kinds of problem a pam-twofa line can have (``problems``); ``twofa-admin doctor``
+# gives each its severity and fix, ``pam status`` prints the text.
+SUFFICIENT, OPTIONAL, BEFORE_PASSWORD, NO_PASSWORD = (
+    "sufficient", "optional", "before-password", "no-password-step")
+NEVER_RUNS, NO_REQUISITE, UNGUARDED_SETUID, UNGUARDED = (
+    "never-runs", "no-requisite", "unguarded-setuid", "unguarded")
+
+
+def problems(name: str, entries: list[ps.Entry], i: int,
+             guarded: bool) -> list[tuple[str, str]]:
+    """(kind, text) of everything wrong with the pam-twofa line ``entries[i]``."""
+    entry = entries[i]
+    control = entry.line.control.text if entry.line.control else ""
+    found: list[tuple[str, str]] = []
     keyword = entry.line.control.keyword if entry.line.control else ""
     if keyword == "sufficient" or (entry.line.control and
                                    entry.line.control.action("success") == "done"):
-        warnings.append(f"{entry.describe()}: '{control}': a right code alone ends the "
-                        "stack with success; use 'required' after the password step")
+        found.append((SUFFICIENT, f"{entry.describe()}: '{control}': a right code alone "
+                      "ends the stack with success; use 'required' after the password step"))
     elif keyword == "optional":
-        warnings.append(f"{entry.describe()}: 'optional': a wrong code does not refuse")
+        found.append((OPTIONAL, f"{entry.describe()}: 'optional': a wrong code does not "
+                      "refuse"))
     frame = ps.frame_before(entries, i)[: -1 if guarded else None]  # its default=die
     steps = [k for k, e in enumerate(frame) if ps.checks_password(e, entries)]
     if not steps:
-        warnings.append(f"{entry.describe()}: no password step before it in its stack "
-                        "(right only for key + code stacks behind sshd's publickey)")
+        later = any(ps.checks_password(e, entries) for e in entries[i + 1:]
+                    if e.depth == entry.depth)
+        found.append((BEFORE_PASSWORD if later else NO_PASSWORD,
+                      f"{entry.describe()}: no password step before it in its stack "
+                      "(right only for key + code stacks behind sshd's publickey)"))
     else:
         done, stop = ps.after_password(frame[steps[-1]:])
         if done is not None:
-            warnings.append(f"{entry.describe()}: never runs after a right password: "
-                            f"{done.describe()} ends the stack on success")
+            found.append((NEVER_RUNS, f"{entry.describe()}: never runs after a right "
+                          f"password: {done.describe()} ends the stack on success"))
         elif not stop:
-            warnings.append(f"{entry.describe()}: no 'requisite' line after the password "
-                            f"step {frame[steps[-1]].describe()}: a wrong code after a "
-                            "wrong password is counted")
+            found.append((NO_REQUISITE, f"{entry.describe()}: no 'requisite' line after the "
+                          f"password step {frame[steps[-1]].describe()}: a wrong code after "
+                          "a wrong password is counted"))
     if not guarded:
         if name in ps.SETUID_SERVICES:
-            critical = True
-            warnings.append(
+            found.append((UNGUARDED_SETUID,
                 f"CRITICAL: {entry.describe()}: pam_python without {ps.DEFAULT_GUARD} right "
                 f"before it, and {ps.SETUID_SERVICES[name]}: a local user can make Python "
                 "load their own code as root through PATH or the working directory; run "
-                f"'twofa-admin pam enable {name}' for the safe lines, or take it out")
+                f"'twofa-admin pam enable {name}' for the safe lines, or take it out"))
         else:
-            warnings.append(f"{entry.describe()}: no {ps.DEFAULT_GUARD} right before it "
-                            "(slower: an interpreter start in setcred too)")
-    return item, warnings, critical
+            found.append((UNGUARDED, f"{entry.describe()}: no {ps.DEFAULT_GUARD} right "
+                          "before it (slower: an interpreter start in setcred too)"))
+    return found
 
 
 def service_status(resolver: ps.Resolver, name: str, module: str,
