@@ -110,7 +110,7 @@ class Service:
         full_env = env.wrapper_env(pam=False)
         full_env["PATH"] = os.environ.get("PATH", full_env["PATH"])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pam_twofa.cli.enrollsvc", "--socket", str(self.socket),
+            [sys.executable, "-m", "pam_twofa.cli.enroll_service", "--socket", str(self.socket),
              "--state-dir", str(env.state_dir), "--policy", str(env.policy),
              "--log-socket", str(env.log_socket)],
             cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -366,7 +366,7 @@ def test_an_enabled_stack_asks_password_then_code_and_stops_at_a_wrong_password(
 
 
 def test_every_option_of_the_pam_commands_is_in_the_man_page() -> None:
-    from pam_twofa.cli.admin_pam import pam_group
+    from pam_twofa.cli.admin.pam import pam_group
 
     man = (REPO_ROOT / "doc" / "man" / "twofa-admin.8.scd").read_text()
     for name, command in pam_group.commands.items():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_twofa.clockcheck import sync_status
+from pam_twofa.timecheck.check import sync_status
 from tests.harness.pamenv import PamEnv, oathtool
 from tests.ntp_support import Chronyd
 

@@ -1,7 +1,7 @@
 """The clock check past 2036 and with several servers (issue 12, items 10 and 12).
 
 NTP timestamps wrap on 2036-02-07 06:28:16 UTC; ntplib read every reply after it as
-1900 (and could not pack a request). ``pam_twofa.ntp`` places each timestamp in the
+1900 (and could not pack a request). ``pam_twofa.timecheck.ntp`` places each timestamp in the
 era nearest the local clock: a table around the wrap, then a real chronyd serving a
 clock that has passed it. Several servers by default, the median decides; and the
 time sync status from chronyd itself where systemd does not run.
@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from pam_twofa import clockcheck, ntp, schema
+from pam_twofa import schema
+from pam_twofa.timecheck import check as clockcheck
+from pam_twofa.timecheck import ntp
 from tests.ntp_support import Chronyd
 
 REPO = Path(__file__).resolve().parent.parent

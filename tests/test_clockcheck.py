@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pam_twofa import clockcheck, clockstatus
-from pam_twofa.clockcheck import Answer, Report, Sync
+from pam_twofa import clockstatus
 from pam_twofa.errors import UsageError
+from pam_twofa.timecheck import check as clockcheck
+from pam_twofa.timecheck.check import Answer, Report, Sync
 from tests.ntp_support import Chronyd, Responder, status_mode
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

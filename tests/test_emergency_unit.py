@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pam_twofa import emergency, mailer, notify, policy, secemail
+from pam_twofa import emergency, errors, policy
 from pam_twofa.clock import FixedClock
 from pam_twofa.errors import PolicyError, UsageError
+from pam_twofa.mail import mailer, notify, security_email
 from pam_twofa.paths import Paths
 from pam_twofa.store import FileStore
 from tests.harness.smtpd import CertAuthority, MailServer
@@ -59,14 +60,14 @@ def test_send_limit_counts_one_hour() -> None:
     st = UserState("alice")
     emergency.reserve_send(st, p, NOW)
     emergency.reserve_send(st, p, NOW + 10)
-    with pytest.raises(emergency.SendLimit):
+    with pytest.raises(errors.SendLimit):
         emergency.reserve_send(st, p, NOW + 20)
     emergency.reserve_send(st, p, NOW + 3600)  # the first one left the hour
     assert st.sends == [NOW + 10, NOW + 3600]
     # verification mails have a budget of their own (issue 12 item 10)
     emergency.reserve_send(st, p, NOW + 3600, "verify")
     emergency.reserve_send(st, p, NOW + 3601, "verify")
-    with pytest.raises(emergency.SendLimit):
+    with pytest.raises(errors.SendLimit):
         emergency.reserve_send(st, p, NOW + 3602, "verify")
     assert st.sends == [NOW + 10, NOW + 3600] and st.verify_sends == [NOW + 3600, NOW + 3601]
 
@@ -109,24 +110,24 @@ def test_verification_flow_in_the_store(store: FileStore, tmp_path: Path) -> Non
     assert isinstance(clock, FixedClock)
     with store.update("alice") as st:
         st.email_pending = emergency.seal("11112222", NOW, 600, address="al@example.com")
-    assert secemail.masked(store.load("alice"), NOW)["email_pending"] == "a***@example.com"
-    with pytest.raises(secemail.VerifyFailed, match="wrong"):
-        secemail.confirm("alice", "99999999", pol(), store, clock)
+    assert security_email.masked(store.load("alice"), NOW)["email_pending"] == "a***@example.com"
+    with pytest.raises(errors.VerifyFailed, match="wrong"):
+        security_email.confirm("alice", "99999999", pol(), store, clock)
     state = store.load("alice")
     assert state is not None and state.email is None and state.email_pending is not None
     assert state.email_pending["tries"] == 1  # the refusal was saved
-    done = secemail.confirm("alice", "11112222", pol(), store, clock)
+    done = security_email.confirm("alice", "11112222", pol(), store, clock)
     assert done.email == "a***@example.com" and done.held_until == NOW + 24 * 3600
     state = store.load("alice")
     assert state is not None and state.email == "al@example.com" and state.email_pending is None
     with store.update("alice") as st:
         st.email_pending = emergency.seal("33334444", NOW, 600, address="x@example.com")
     clock.advance(601)
-    with pytest.raises(secemail.VerifyFailed, match="expired"):
-        secemail.confirm("alice", "33334444", pol(), store, clock)
+    with pytest.raises(errors.VerifyFailed, match="expired"):
+        security_email.confirm("alice", "33334444", pol(), store, clock)
     data = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     assert b"11112222" not in data and b"33334444" not in data
-    secemail.set_by_admin("alice", None, store)
+    security_email.set_by_admin("alice", None, store)
     state = store.load("alice")
     assert state is not None and state.email is None
 
@@ -199,8 +200,8 @@ def test_an_unproven_address_cannot_be_confirmed_once_enrolled(store: FileStore)
         st.enrolled, st.secret = True, totp.random_secret()
         st.email = "old@example.com"
         st.email_pending = emergency.seal("11112222", NOW, 600, address="x@example.com")
-    with pytest.raises(secemail.VerifyFailed, match="without a code"):
-        secemail.confirm("alice", "11112222", pol(), store, store.clock)
+    with pytest.raises(errors.VerifyFailed, match="without a code"):
+        security_email.confirm("alice", "11112222", pol(), store, store.clock)
     state = store.load("alice")
     assert state is not None and state.email == "old@example.com"
     assert state.email_pending is None and state.email_changed_at is None

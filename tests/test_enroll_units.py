@@ -87,7 +87,7 @@ def test_socket_activation_with_listen_fds(pam_env: PamEnv) -> None:
         ["systemd-socket-activate", "-l", str(path),
          *(f"--setenv={name}" for name in env),  # it passes on only what it is told to
          sys.executable, "-m",
-         "pam_twofa.cli.enrollsvc", "--state-dir", str(pam_env.state_dir), "--policy",
+         "pam_twofa.cli.enroll_service", "--state-dir", str(pam_env.state_dir), "--policy",
          str(pam_env.policy), "--log-socket", str(pam_env.log_socket), "--socket",
          str(sockdir / "unused.sock"), "--idle-exit", "1"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -98,8 +98,8 @@ def test_socket_activation_with_listen_fds(pam_env: PamEnv) -> None:
             time.sleep(0.05)
         os.chmod(path, 0o666)
         os.chmod(sockdir, 0o755)
-        ask = ("import json,sys\nfrom pam_twofa import enrollsvc\n"
-               "print(json.dumps(enrollsvc.call(sys.argv[1], 'status')))\n")
+        ask = ("import json,sys\nfrom pam_twofa.service import protocol\n"
+               "print(json.dumps(protocol.call(sys.argv[1], 'status')))\n")
         done = subprocess.run(["setpriv", "--reuid=4242", "--regid=4242", "--clear-groups",
                                "/usr/bin/python3", "-c", ask, str(path)], cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=60, check=False)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pam_twofa import mailer
 from pam_twofa.errors import UsageError
+from pam_twofa.mail import mailer
 from pam_twofa.policy import SmtpPolicy
 from tests.harness.pamenv import PamEnv
 from tests.harness.smtpd import CertAuthority, MailServer, black_hole, closed_port

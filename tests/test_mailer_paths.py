@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_twofa import mailer
+from pam_twofa.mail import mailer
 from tests.harness.smtpd import CertAuthority, MailServer
 from tests.test_mailer import fails, smtp
 

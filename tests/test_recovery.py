@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pam_twofa import enrollment, gaimport, policy, recovery, totp
+from pam_twofa import enrollment, policy, recovery, totp
 from pam_twofa.clock import FixedClock
+from pam_twofa.enroll import googleauth
 from pam_twofa.errors import UsageError
 from pam_twofa.paths import Paths
 from pam_twofa.state import UserState
@@ -123,12 +124,12 @@ GA = (f"{SECRET}\n\" RATE_LIMIT 3 30 1796000000\n\" WINDOW_SIZE 17\n\" DISALLOW_
 
 
 def test_ga_parse() -> None:
-    parsed = gaimport.parse(GA)
+    parsed = googleauth.parse(GA)
     assert parsed.secret == SECRET and parsed.period == 60
     assert parsed.scratch_codes == ("11111111", "22222222")
     assert parsed.options == ("RATE_LIMIT", "WINDOW_SIZE", "DISALLOW_REUSE", "STEP_SIZE",
                               "TOTP_AUTH")
-    assert gaimport.parse(f"{SECRET.lower()}\n\" TOTP_AUTH").scratch_codes == ()
+    assert googleauth.parse(f"{SECRET.lower()}\n\" TOTP_AUTH").scratch_codes == ()
 
 
 @pytest.mark.parametrize("text, message", [
@@ -140,4 +141,4 @@ def test_ga_parse() -> None:
 ])
 def test_ga_parse_refuses(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        gaimport.parse(text)
+        googleauth.parse(text)

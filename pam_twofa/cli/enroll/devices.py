@@ -9,11 +9,11 @@ from __future__ import annotations
 import click
 
 from pam_twofa.cli.common import print_json, run
-from pam_twofa.cli.enroll import PROG, Client, cli, pass_client
+from pam_twofa.cli.enroll.client import PROG, Client, pass_client
 from pam_twofa.errors import UsageError
 
 
-@cli.group("devices", invoke_without_command=True)
+@click.group("devices", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def devices(ctx: click.Context, as_json: bool) -> None:
@@ -24,7 +24,7 @@ def devices(ctx: click.Context, as_json: bool) -> None:
     assert client is not None
 
     def body() -> None:
-        from pam_twofa.cli.admin_trust import print_devices
+        from pam_twofa.cli.show import print_devices
 
         rows = client.ask("devices", action="list")["devices"]
         if as_json:
@@ -52,3 +52,6 @@ def revoke(client: Client, device_id: str | None, revoke_all: bool) -> None:
         click.echo(f"Revoked {len(removed)} trusted device(s).")
 
     run(PROG, body)
+
+
+COMMANDS = (devices,)

@@ -13,12 +13,12 @@ import sys
 
 import click
 
-from pam_twofa.cli.admin import PROG, Admin, cli, pass_admin
+from pam_twofa.cli.admin.context import PROG, Admin, pass_admin
 from pam_twofa.cli.common import ExitCode, print_json, run
 from pam_twofa.errors import UsageError
 
 
-@cli.command("mail-test")
+@click.command("mail-test")
 @click.argument("address")
 @click.option("--json", "as_json", is_flag=True, help="Print {ok, kind, message} as JSON.")
 @pass_admin
@@ -28,7 +28,7 @@ def mail_test(admin: Admin, address: str, as_json: bool) -> None:
     def body() -> None:
         import time
 
-        from pam_twofa import mailer
+        from pam_twofa.mail import mailer
 
         server = mailer.server(admin.policy.smtp)
         where = f"{server.host}:{server.port} ({server.security})"
@@ -57,7 +57,7 @@ def mail_test(admin: Admin, address: str, as_json: bool) -> None:
     run(PROG, body)
 
 
-@cli.command("email")
+@click.command("email")
 @click.argument("user")
 @click.argument("address", required=False)
 @click.option("--clear", is_flag=True, help="Remove USER's security email.")
@@ -66,13 +66,13 @@ def email(admin: Admin, user: str, address: str | None, clear: bool) -> None:
     """Set USER's security email to ADDRESS (verified), or remove it with --clear."""
 
     def body() -> None:
-        from pam_twofa import mailer, secemail
+        from pam_twofa.mail import mailer, security_email
         from pam_twofa.store import validate_user_name
 
         validate_user_name(user)
         if clear == (address is not None):
             raise UsageError("give either ADDRESS or --clear")
-        secemail.set_by_admin(user, address, admin.store)
+        security_email.set_by_admin(user, address, admin.store)
         admin.audit("email-clear" if clear else "email-set", user)
         if clear:
             click.echo(f"{user}: security email removed.")
@@ -102,8 +102,8 @@ def notify_reset(admin: Admin, user: str, address: str | None) -> None:
     import os
     import pwd
 
-    from pam_twofa import mailer, notify
     from pam_twofa.errors import TwofaError
+    from pam_twofa.mail import mailer, notify
 
     try:
         policy = admin.policy
@@ -121,3 +121,6 @@ def notify_reset(admin: Admin, user: str, address: str | None) -> None:
     else:
         click.echo(f"{PROG}: warning: the reset notice to {mailer.mask(address)} "
                    "could not be sent", err=True)
+
+
+COMMANDS = (mail_test, email)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import click
 
 from pam_twofa.cli.common import run, when
-from pam_twofa.cli.enroll import PROG, Client, ServiceRefused, cli, pass_client
+from pam_twofa.cli.enroll.client import PROG, Client, pass_client
+from pam_twofa.errors import ServiceRefused
 
 TRIES = 3
 # The service sends the mail while we wait: allow for the policy's smtp timeout (<= 120 s).
@@ -20,7 +21,7 @@ MAIL_WAIT = 150.0
 MAIL_PROMPT = "Enter the code from the mail"
 
 
-@cli.command("email")
+@click.command("email")
 @click.argument("address")
 @click.option("--no-wait", is_flag=True,
               help="Only send the code; enter it later with 'email-verify'.")
@@ -32,7 +33,7 @@ def email(client: Client, address: str, no_wait: bool) -> None:
     """
 
     def body() -> None:
-        from pam_twofa import mailer
+        from pam_twofa.mail import mailer
 
         mailer.check_address(address)  # refuse a typo before a code is used up
         proof = None
@@ -65,7 +66,7 @@ def _done(done: dict[str, object]) -> None:
                    "address changed; the old address was told.")
 
 
-@cli.command("email-verify")
+@click.command("email-verify")
 @click.argument("code", required=False)
 @pass_client
 def email_verify(client: Client, code: str | None) -> None:
@@ -85,3 +86,6 @@ def email_verify(client: Client, code: str | None) -> None:
         _done(client.ask("email-verify", code=given, timeout=MAIL_WAIT))
 
     run(PROG, body)
+
+
+COMMANDS = (email, email_verify)

@@ -14,8 +14,9 @@ address set by an admin (``set_by_admin``) counts as verified, without a hold.
 
 from __future__ import annotations
 
-from pam_twofa import emergency, mailer
-from pam_twofa.errors import CodeRefused, TwofaError
+from pam_twofa import emergency
+from pam_twofa.errors import CodeRefused, VerifyFailed
+from pam_twofa.mail import mailer
 from pam_twofa.record import Record
 
 TYPE_CHECKING = False
@@ -29,13 +30,6 @@ if TYPE_CHECKING:
 
 
 MAX_TRIES = 5  # wrong codes before a waiting address is dropped
-
-
-class VerifyFailed(TwofaError):
-    """The verification code is wrong, used or expired."""
-
-    reason = "bad-verification-code"
-    exit_name = "FAILED"
 
 
 def start(user: str, address: str, policy: Policy, store: Store, clock: Clock,
@@ -127,7 +121,7 @@ def confirm(user: str, code: str, policy: Policy, store: Store, clock: Clock) ->
         raise VerifyFailed(problem)
     notified = False
     if old and old != address:
-        from pam_twofa import notify
+        from pam_twofa.mail import notify
 
         notified = notify.email_changed(policy, user, old, mailer.mask(address), now=now,
                                         held_until=until)

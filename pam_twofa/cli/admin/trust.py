@@ -9,29 +9,18 @@ from __future__ import annotations
 import click
 
 from pam_twofa import trust
-from pam_twofa.cli.admin import PROG, Admin, cli, pass_admin
-from pam_twofa.cli.common import print_json, run, when
+from pam_twofa.cli.admin.context import PROG, Admin, pass_admin
+from pam_twofa.cli.common import print_json, run
+from pam_twofa.cli.show import print_devices
 from pam_twofa.errors import NotEnrolled, UsageError
 from pam_twofa.store import validate_user_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    pass
 
 
-def print_devices(rows: list[dict[str, Any]]) -> None:
-    """The table ``trust list`` and ``twofa-enroll devices`` print."""
-    if not rows:
-        click.echo("No trusted devices.")
-        return
-    click.echo(f"{'ID':<9} {'SERVICE':<12} {'IP':<16} {'KEY':<51} {'EXPIRES':<24} LAST USED")
-    for row in rows:
-        expires = when(row["expires"]) + (" (expired)" if row["expired"] else "")
-        click.echo(f"{row['id']!s:<9} {row.get('service') or '-':<12} {row['ip']!s:<16} "
-                   f"{row['key'] or '-':<51} {expires:<24} {when(row['last_used'])}")
-
-
-@cli.group("trust")
+@click.group("trust")
 def trust_group() -> None:
     """List and revoke a user's trusted devices."""
 
@@ -76,3 +65,6 @@ def trust_revoke(admin: Admin, user: str, device_id: str | None, revoke_all: boo
         click.echo(f"{user}: revoked {len(removed)} trusted device(s).")
 
     run(PROG, body)
+
+
+COMMANDS = (trust_group,)

@@ -204,7 +204,7 @@ def host_servers(root: str = "") -> tuple[str, ...]:
 # ------------------------------------------------------------- queries
 def query(server: str, timeout: float) -> Answer:
     """Ask one server once; every failure becomes an Answer with ``error``."""
-    from pam_twofa import ntp
+    from pam_twofa.timecheck import ntp
 
     try:
         host, port = split_server(server)

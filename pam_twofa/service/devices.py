@@ -9,17 +9,18 @@ once: the next login from that device asks for the code.
 from __future__ import annotations
 
 from pam_twofa import trust
-from pam_twofa.enrollsvc import Caller, Context, RequestError, arg, operation
-from pam_twofa.errors import NotEnrolled
+from pam_twofa.errors import NotEnrolled, RequestError
+from pam_twofa.service.protocol import arg
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from pam_twofa.service.context import Caller, Context
+
 ACTIONS = ("list", "revoke", "revoke-all")
 
 
-@operation("devices", args=("action", "id"))
 def devices(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     action = arg(args, "action", required=False, max_len=16) or "list"
     if action not in ACTIONS:

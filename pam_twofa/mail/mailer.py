@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from pam_twofa.errors import TwofaError
+from pam_twofa.errors import MailError as MailError  # re-exported: callers catch mailer.MailError
 from pam_twofa.record import Record
 
 TYPE_CHECKING = False
@@ -28,22 +28,9 @@ if TYPE_CHECKING:
 
     from pam_twofa.policy import SmtpPolicy
 
-KINDS = ("resolve", "connect", "tls", "auth", "rejected", "timeout")
 PROVIDERS = {"gmail": "smtp.gmail.com", "outlook": "smtp.office365.com"}
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_ADDRESS = 254
-
-
-class MailError(TwofaError):
-    """A mail could not be sent; ``kind`` is one of ``KINDS``."""
-
-    exit_name = "FAILED"
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.reason = f"mail-{kind}"
 
 
 class Server(Record):
@@ -138,83 +125,8 @@ def send(server: Server, to: str, subject: str, body: str) -> None:
     """Send one message, or raise ``MailError`` within ``server.timeout`` (+ scheduling)."""
     import time
 
-    from pam_twofa import smtpclient
+    from pam_twofa.mail import smtp
 
     deadline = time.monotonic() + server.timeout
     msg = message(server, check_address(to), subject, body)
-    smtpclient.Session(server, deadline).deliver(msg)
-
-
-def _check_parents(path: str, what: str) -> None:
-    """Every directory above ``path`` is ours or root's and writable by nobody else
-    (a sticky root-owned one excepted): else another user could swap the file."""
-    from pam_twofa import pathsafety
-
-    def error(message: str) -> MailError:
-        return MailError("auth", message)
-
-    pathsafety.check_parents(path, os.geteuid(), what, error)
-
-
-def read_secret_file(path: str) -> str:
-    """The first line of a root-only file (owner = our euid, no group/other bits) in
-    directories nobody else can change."""
-    import stat
-
-    _check_parents(path, "password_file")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as exc:
-        raise MailError("auth", f"cannot open password_file {path}: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        _check_root_only(st, "password_file", path)
-        if not stat.S_ISREG(st.st_mode):
-            raise MailError("auth", f"password_file {path} is not a regular file")
-        data = os.read(fd, 65536)
-    finally:
-        os.close(fd)
-    secret = data.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
-    if not secret:
-        raise MailError("auth", f"password_file {path} is empty")
-    return secret
-
-
-def _check_root_only(st: os.stat_result, what: str, path: str) -> None:
-    if st.st_uid != os.geteuid():
-        raise MailError("auth", f"{what} {path} is owned by uid {st.st_uid}, "
-                                f"not {os.geteuid()}")
-    if st.st_mode & 0o077:
-        raise MailError("auth", f"{what} {path} has mode {st.st_mode & 0o777:o}: "
-                                "it must not be open to group or others")
-
-
-def run_token_command(command: str, timeout: float) -> str:
-    """The OAuth2 access token printed by a root-only command (no shell, bounded)."""
-    import shlex
-    import subprocess
-
-    argv = shlex.split(command)
-    if not argv or not argv[0].startswith("/"):
-        raise MailError("auth", "token_command must start with an absolute path")
-    try:
-        st = os.stat(argv[0])
-    except OSError as exc:
-        raise MailError("auth", f"token_command {argv[0]}: {exc.strerror}") from None
-    _check_root_only(st, "token_command", argv[0])
-    _check_parents(argv[0], "token_command")
-    _check_parents(os.path.realpath(argv[0]), "token_command")  # where a link leads
-    if timeout <= 0:
-        raise MailError("timeout", "no time left to run token_command")
-    try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=timeout, check=False, close_fds=True,
-                              env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
-    except subprocess.TimeoutExpired:
-        raise MailError("timeout", f"token_command ran over {timeout:.1f} s") from None
-    except OSError as exc:
-        raise MailError("auth", f"cannot run token_command: {exc.strerror}") from None
-    token = done.stdout.decode("utf-8", "replace").strip()
-    if done.returncode != 0 or not token or any(c.isspace() for c in token):
-        raise MailError("auth", f"token_command failed (exit {done.returncode})")
-    return token
+    smtp.Session(server, deadline, hostname()).deliver(msg)

@@ -1,5 +1,6 @@
-"""The SMTP exchange behind ``mailer.send``: smtplib against one deadline.
+"""The SMTP exchange behind ``mailer.send``, and the credentials it logs in with.
 
+One deadline for all of smtplib.
 Loaded only when a mail is sent (it imports smtplib, ssl and socket). Name
 resolution runs in a helper thread joined with the time left; every socket
 operation is re-armed with the time left; a watchdog timer shuts the socket down
@@ -10,20 +11,21 @@ Every failure leaves as ``MailError`` with its kind.
 from __future__ import annotations
 
 import contextlib
+import os
 import smtplib
 import socket
 import ssl
 import threading
 import time
 
-from pam_twofa.mailer import MailError, hostname, read_secret_file, run_token_command
+from pam_twofa.errors import MailError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from email.message import EmailMessage
     from typing import Any
 
-    from pam_twofa.mailer import Server
+    from pam_twofa.mail.mailer import Server
 
 
 def resolve(host: str, port: int, timeout: float) -> list[tuple[Any, ...]]:
@@ -50,9 +52,10 @@ def resolve(host: str, port: int, timeout: float) -> list[tuple[Any, ...]]:
 class Session:
     """One SMTP exchange against a deadline; maps every failure to a kind."""
 
-    def __init__(self, server: Server, deadline: float) -> None:
+    def __init__(self, server: Server, deadline: float, helo: str) -> None:
         self.server = server
         self.deadline = deadline
+        self.helo = helo  # our name (``mailer.hostname``): smtplib's getfqdn() asks DNS
 
     def left(self) -> float:
         """Seconds until the deadline; ``MailError(timeout)`` when none are left."""
@@ -177,7 +180,7 @@ class Client(smtplib.SMTP):
     def __init__(self, session: Session, addrs: list[tuple[Any, ...]],
                  ctx: ssl.SSLContext | None) -> None:
         # local_hostname given: smtplib would otherwise call getfqdn() (DNS, no timeout).
-        super().__init__(local_hostname=hostname(), timeout=session.server.timeout)
+        super().__init__(local_hostname=session.helo, timeout=session.server.timeout)
         self.session = session
         self.addrs = addrs
         self.ctx = ctx
@@ -264,3 +267,83 @@ def _shutdown(sock: socket.socket) -> None:
     # The plain socket call, also on an SSLSocket: no TLS teardown from this thread.
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+# Credentials: root-only files and programs named in the policy.
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _check_parents(path: str, what: str) -> None:
+    """Every directory above ``path`` is ours or root's and writable by nobody else
+    (a sticky root-owned one excepted): else another user could swap the file."""
+    from pam_twofa import pathsafety
+
+    def error(message: str) -> MailError:
+        return MailError("auth", message)
+
+    pathsafety.check_parents(path, os.geteuid(), what, error)
+
+
+def read_secret_file(path: str) -> str:
+    """The first line of a root-only file (owner = our euid, no group/other bits) in
+    directories nobody else can change."""
+    import stat
+
+    _check_parents(path, "password_file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise MailError("auth", f"cannot open password_file {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        _check_root_only(st, "password_file", path)
+        if not stat.S_ISREG(st.st_mode):
+            raise MailError("auth", f"password_file {path} is not a regular file")
+        data = os.read(fd, 65536)
+    finally:
+        os.close(fd)
+    secret = data.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
+    if not secret:
+        raise MailError("auth", f"password_file {path} is empty")
+    return secret
+
+
+def _check_root_only(st: os.stat_result, what: str, path: str) -> None:
+    if st.st_uid != os.geteuid():
+        raise MailError("auth", f"{what} {path} is owned by uid {st.st_uid}, "
+                                f"not {os.geteuid()}")
+    if st.st_mode & 0o077:
+        raise MailError("auth", f"{what} {path} has mode {st.st_mode & 0o777:o}: "
+                                "it must not be open to group or others")
+
+
+def run_token_command(command: str, timeout: float) -> str:
+    """The OAuth2 access token printed by a root-only command (no shell, bounded)."""
+    import shlex
+    import subprocess
+
+    argv = shlex.split(command)
+    if not argv or not argv[0].startswith("/"):
+        raise MailError("auth", "token_command must start with an absolute path")
+    try:
+        st = os.stat(argv[0])
+    except OSError as exc:
+        raise MailError("auth", f"token_command {argv[0]}: {exc.strerror}") from None
+    _check_root_only(st, "token_command", argv[0])
+    _check_parents(argv[0], "token_command")
+    _check_parents(os.path.realpath(argv[0]), "token_command")  # where a link leads
+    if timeout <= 0:
+        raise MailError("timeout", "no time left to run token_command")
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout, check=False, close_fds=True,
+                              env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
+    except subprocess.TimeoutExpired:
+        raise MailError("timeout", f"token_command ran over {timeout:.1f} s") from None
+    except OSError as exc:
+        raise MailError("auth", f"cannot run token_command: {exc.strerror}") from None
+    token = done.stdout.decode("utf-8", "replace").strip()
+    if done.returncode != 0 or not token or any(c.isspace() for c in token):
+        raise MailError("auth", f"token_command failed (exit {done.returncode})")
+    return token

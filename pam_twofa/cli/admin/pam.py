@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from pam_twofa.cli.admin import PROG, cli
+from pam_twofa.cli.admin.context import PROG
 from pam_twofa.cli.common import ExitCode, print_json, run
 
 TYPE_CHECKING = False
@@ -46,7 +46,7 @@ def say(service: str, message: str, warnings: list[str]) -> None:
         click.echo(f"{PROG}: warning: {warning}", err=True)
 
 
-@cli.group("pam")
+@click.group("pam")
 def pam_group() -> None:
     """Put pam-twofa into a PAM service's stack the safe way, or take it out."""
 
@@ -131,3 +131,6 @@ def summary(row: dict[str, object]) -> str:
     parts = [f"{e['where']} '{e['control']}' {'guarded' if e['guarded'] else 'NO GUARD'}"
              f" ({e['written_by']})" for e in entries]
     return f"{row['service']}: on: " + "; ".join(parts)
+
+
+COMMANDS = (pam_group,)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from pam_twofa import enrollment, recovery
-from pam_twofa.cli.admin import PROG, Admin, cli, pass_admin
+from pam_twofa.cli.admin.context import PROG, Admin, pass_admin
 from pam_twofa.cli.common import print_json, run
 from pam_twofa.errors import NotEnrolled, UsageError
 from pam_twofa.store import validate_user_name
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-@cli.command("recovery-codes")
+@click.command("recovery-codes")
 @click.argument("user")
 @click.option("--json", "as_json", is_flag=True, help="Print {user, recovery_codes} as JSON.")
 @pass_admin
@@ -51,7 +51,7 @@ def regenerate(admin: Admin, user: str) -> list[str]:
     return codes
 
 
-@cli.command("import-google-authenticator")
+@click.command("import-google-authenticator")
 @click.argument("user")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Replace USER's existing enrollment.")
@@ -87,7 +87,7 @@ def import_google_authenticator(admin: Admin, user: str, file: str, force: bool,
 def import_file(admin: Admin, user: str, path: str, force: bool) -> dict[str, Any]:
     import pwd
 
-    from pam_twofa import gaimport
+    from pam_twofa.enroll import googleauth
 
     validate_user_name(user)
     try:
@@ -95,9 +95,9 @@ def import_file(admin: Admin, user: str, path: str, force: bool) -> dict[str, An
     except KeyError:
         raise UsageError(f"{user} has no passwd entry: cannot check that {path} is "
                          "theirs") from None
-    parsed = gaimport.read(path, owner)  # everything is checked before anything is written
+    parsed = googleauth.read(path, owner)  # everything is checked before anything is written
     policy = admin.policy
-    info, warnings = gaimport.notes(parsed, policy)
+    info, warnings = googleauth.notes(parsed, policy)
     with admin.store.update(user) as st:
         if st.enrolled and not force:
             raise UsageError(f"{user} is enrolled already; --force replaces the enrollment")
@@ -109,3 +109,6 @@ def import_file(admin: Admin, user: str, path: str, force: bool) -> dict[str, An
     return {"user": user, "period": parsed.period, "digits": 6, "algorithm": "SHA1",
             "recovery_codes": len(parsed.scratch_codes), "not_carried_over": info,
             "warnings": warnings, "old_file": path, "revoked": enrollment.revoked(summary)}
+
+
+COMMANDS = (recovery_codes, import_google_authenticator)

@@ -21,8 +21,8 @@ they answer ``code-needed``, so a client asks for one only when it can help.
 from __future__ import annotations
 
 from pam_twofa import enrollment, recovery
-from pam_twofa.enrollsvc import Caller, Context, arg, operation
 from pam_twofa.errors import CodeRefused, NotAllowed, NotEnrolled
+from pam_twofa.service.protocol import arg
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from pam_twofa.policy import Policy
+    from pam_twofa.service.context import Caller, Context
 
 CODE_LEN = 32
 
@@ -49,7 +50,6 @@ def _code(args: dict[str, Any]) -> str:
     return code
 
 
-@operation("status")
 def status(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     policy = ctx.policy
     now = ctx.clock.now()
@@ -61,9 +61,9 @@ def status(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]
     info.update(user=caller.name, required=_required(policy, caller),
                 mode=policy.enrollment.mode, grace_until=grace_until,
                 pending=state is not None and enrollment.pending_secret(state, now) is not None)
-    from pam_twofa import secemail
+    from pam_twofa.mail import security_email
 
-    info.update(secemail.masked(state, now))  # security email, masked
+    info.update(security_email.masked(state, now))  # security email, masked
     from pam_twofa import emergency
 
     info["emergency_held_until"] = (None if state is None
@@ -71,7 +71,6 @@ def status(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]
     return info
 
 
-@operation("begin", args=("code",))
 def begin(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     code = arg(args, "code", required=False, max_len=CODE_LEN)
     policy = ctx.policy
@@ -101,7 +100,6 @@ def begin(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@operation("confirm", args=("code",))
 def confirm(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     code = _code(args)
     policy = ctx.policy
@@ -139,7 +137,6 @@ def _with_code(ctx: Context, caller: Caller, args: dict[str, Any],
     return policy, code
 
 
-@operation("recovery-codes", args=("code",))
 def recovery_codes(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     policy, code = _with_code(ctx, caller, args)
     with ctx.store.update(caller.name) as st:
@@ -152,7 +149,6 @@ def recovery_codes(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[s
     return {"recovery_codes": codes}
 
 
-@operation("disable", args=("code",))
 def disable(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     def allowed(policy: Policy) -> None:
         if _required(policy, caller):

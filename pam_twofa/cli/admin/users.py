@@ -1,74 +1,18 @@
-"""``twofa-admin``: root's tool over the same core, store and log as the module.
-
-Each command is a small function over the library; errors are caught once, in
-``common.run``. ``--policy`` and ``--state-dir`` name the same files as the
-module's ``policy=`` and ``state_dir=`` arguments.
-"""
+"""``twofa-admin enroll``, ``status``, ``reset`` and ``unlock``: one user's 2FA."""
 
 from __future__ import annotations
 
 import click
 
-from pam_twofa import enrollment, lockout, log
-from pam_twofa.cli.common import ExitCode, invoke, print_json, run, when
-from pam_twofa.clock import Clock
-from pam_twofa.errors import NotEnrolled, PolicyError
-from pam_twofa.paths import DEFAULT_LOG_SOCKET, DEFAULT_POLICY, DEFAULT_STATE_DIR, Paths
-from pam_twofa.store import FileStore, validate_user_name
+from pam_twofa import enrollment, lockout
+from pam_twofa.cli.admin.context import PROG, Admin, pass_admin
+from pam_twofa.cli.common import print_json, run, when
+from pam_twofa.errors import NotEnrolled
+from pam_twofa.store import validate_user_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-    from pam_twofa.policy import Policy
-
-PROG = "twofa-admin"
-
-
-class Admin:
-    """What every admin command works with: paths, clock, store, policy, log."""
-
-    def __init__(self, paths: Paths, clock: Clock | None = None) -> None:
-        self.paths = paths
-        self.clock = clock or Clock()
-        self.store = FileStore(paths, self.clock)
-        self._policy: Policy | None = None
-
-    @property
-    def policy(self) -> Policy:
-        if self._policy is None:
-            from pam_twofa import policyfile
-
-            self._policy = policyfile.load(self.paths)
-        return self._policy
-
-    def audit(self, action: str, user: str, **fields: object) -> None:
-        """One authpriv line per change, like the module's."""
-        import os
-
-        sink = log.SyslogSink(f"twofa-admin({action})", self.paths.log_socket,
-                              tag=log.TAG_ADMIN)
-        sink.log(log.NOTICE, "", user=user, by_uid=os.getuid(), **fields)
-        sink.close()
-
-
-pass_admin = click.make_pass_decorator(Admin)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--policy", "policy", default=DEFAULT_POLICY, show_default=True,
-              type=click.Path(dir_okay=False), help="Policy file.")
-@click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True,
-              type=click.Path(file_okay=False), help="State directory.")
-@click.option("--log-socket", default=DEFAULT_LOG_SOCKET, show_default=True,
-              type=click.Path(dir_okay=False), help="Syslog socket (as the module's log_socket=).")
-@click.version_option(package_name="pam-twofa", prog_name=PROG)
-@click.pass_context
-def cli(ctx: click.Context, policy: str, state_dir: str, log_socket: str) -> None:
-    """Administer pam-twofa: enroll users, show status, reset and unlock."""
-    explicit = ctx.get_parameter_source("policy") is not click.core.ParameterSource.DEFAULT
-    ctx.obj = Admin(Paths(policy=policy, policy_explicit=explicit,
-                          state_dir=state_dir.rstrip("/") or "/", log_socket=log_socket))
 
 
 def enroll_user(admin: Admin, user: str, secret: str | None,
@@ -115,7 +59,7 @@ def read_secret_file(path: str) -> str:
     return secret
 
 
-@cli.command()
+@click.command()
 @click.argument("user")
 @click.option("--secret", help="Use this base32 secret (>= 128 bits) instead of a new one; "
                                "visible to other users in ps: prefer --secret-file.")
@@ -147,7 +91,7 @@ def enroll(admin: Admin, user: str, secret: str | None, secret_file: str | None,
             given = read_secret_file(secret_file)
         png_fd = None
         if png:  # opened first: a refused path changes nothing
-            from pam_twofa import qr
+            from pam_twofa.enroll import qr
 
             png_fd = qr.open_png(png)
         try:
@@ -191,7 +135,7 @@ def user_status(admin: Admin, user: str) -> dict[str, Any]:
     return {"user": user, **info}
 
 
-@cli.command()
+@click.command()
 @click.argument("user", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_admin
@@ -202,7 +146,7 @@ def status(admin: Admin, user: str | None, as_json: bool) -> None:
         users = [user] if user is not None else admin.store.users()
         rows = [user_status(admin, name) for name in users]
         if as_json:
-            from pam_twofa.cli.admin_checks import warnings
+            from pam_twofa.cli.admin.checks import warnings
 
             print_json(rows[0] if user is not None else rows)
             for warning in warnings(admin.paths):  # stdout stays one JSON document
@@ -225,7 +169,7 @@ def status(admin: Admin, user: str | None, as_json: bool) -> None:
         clock = read(admin.paths.clock_status)
         if clock is not None:
             click.echo(f"Clock: {clock.describe()}")
-        from pam_twofa.cli.admin_checks import warnings
+        from pam_twofa.cli.admin.checks import warnings
 
         for warning in warnings(admin.paths):
             click.echo(f"Warning: {warning}")
@@ -233,7 +177,7 @@ def status(admin: Admin, user: str | None, as_json: bool) -> None:
     run(PROG, body)
 
 
-@cli.command()
+@click.command()
 @click.argument("user")
 @pass_admin
 def reset(admin: Admin, user: str) -> None:
@@ -241,7 +185,7 @@ def reset(admin: Admin, user: str) -> None:
 
     def body() -> None:
         validate_user_name(user)
-        from pam_twofa.cli.admin_mail import email_of, notify_reset
+        from pam_twofa.cli.admin.mail import email_of, notify_reset
 
         address = email_of(admin, user)  # read before the state goes, for the notice
         if not admin.store.delete(user):
@@ -253,7 +197,7 @@ def reset(admin: Admin, user: str) -> None:
     run(PROG, body)
 
 
-@cli.command()
+@click.command()
 @click.argument("user")
 @pass_admin
 def unlock(admin: Admin, user: str) -> None:
@@ -271,53 +215,4 @@ def unlock(admin: Admin, user: str) -> None:
     run(PROG, body)
 
 
-@cli.group("policy")
-def policy_group() -> None:
-    """Check the policy file."""
-
-
-@policy_group.command("check")
-@click.argument("file", required=False, type=click.Path(dir_okay=False))
-@pass_admin
-def policy_check(admin: Admin, file: str | None) -> None:
-    """Validate FILE (default: --policy); print each error as file:line."""
-
-    def body() -> None:
-        from pam_twofa import policyfile
-
-        paths = admin.paths if file is None else admin.paths.replace(policy=file,
-                                                                     policy_explicit=True)
-        try:
-            policyfile.load(paths, use_cache=False)
-        except PolicyError as exc:
-            errors = getattr(exc, "errors", [exc])
-            for error in errors:
-                click.echo(error.message, err=True)
-            raise SystemExit(ExitCode.CONFIG) from None
-        import os
-
-        if os.path.exists(paths.policy):
-            click.echo(f"{paths.policy}: OK")
-        else:
-            click.echo(f"{paths.policy}: not present; the built-in defaults apply")
-
-    run(PROG, body)
-
-
-def main() -> None:
-    invoke(cli, PROG)
-
-
-from pam_twofa.cli import (  # noqa: E402
-    admin_enroll,  # noqa: F401
-    admin_mail,  # noqa: F401
-    admin_pam,  # noqa: F401
-    admin_trust,  # noqa: F401
-)
-
-if __name__ == "__main__":
-    # Under ``python -m`` this file is ``__main__``, a second copy of the module: the
-    # subcommand files decorate the imported ``pam_twofa.cli.admin.cli``, so run that.
-    from pam_twofa.cli.admin import main as imported_main
-
-    imported_main()
+COMMANDS = (enroll, status, reset, unlock)

@@ -14,30 +14,30 @@
 
 from __future__ import annotations
 
-from pam_twofa import secemail
-from pam_twofa.enrollsvc import Caller, Context, arg, operation
+from pam_twofa.mail import security_email
+from pam_twofa.service.protocol import arg
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from pam_twofa.service.context import Caller, Context
 
-@operation("email", args=("address", "code"))
+
 def email(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     address = arg(args, "address", max_len=254)
     proof = arg(args, "code", required=False, max_len=32)
     assert address is not None
-    masked = secemail.start(caller.name, address, ctx.policy, ctx.store, ctx.clock,
+    masked = security_email.start(caller.name, address, ctx.policy, ctx.store, ctx.clock,
                             proof=proof, client=f"uid {caller.uid} (twofa-enroll)")
     ctx.audit(caller, "email", "ok")
     return {"email_pending": masked, "ttl_seconds": ctx.policy.emergency.ttl_seconds}
 
 
-@operation("email-verify", args=("code",))
 def email_verify(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     code = arg(args, "code", max_len=32)
     assert code is not None
-    done = secemail.confirm(caller.name, code, ctx.policy, ctx.store, ctx.clock)
+    done = security_email.confirm(caller.name, code, ctx.policy, ctx.store, ctx.clock)
     ctx.audit(caller, "email-verify", "ok", notified="yes" if done.notified else "no")
     return {"email": done.email, "emergency_held_until": done.held_until,
             "old_address_notified": done.notified}

@@ -24,8 +24,8 @@ FOOTER = ("\nIf this was not you or someone you asked, contact your administrato
 
 def _send(policy: Policy, switch: bool, address: str | None, subject: str,
           lines: list[str]) -> bool:
-    from pam_twofa import mailer
     from pam_twofa.errors import TwofaError
+    from pam_twofa.mail import mailer
 
     if not (switch and address and mailer.configured(policy.smtp)):
         return False
@@ -39,7 +39,7 @@ def _send(policy: Policy, switch: bool, address: str | None, subject: str,
 
 
 def _facts(user: str, client: str | None, now: float, remote: bool = True) -> list[str]:
-    from pam_twofa import mailer
+    from pam_twofa.mail import mailer
 
     lines = ["", f"Account: {user}", f"Host:    {mailer.hostname()}"]
     if remote:

@@ -1,68 +1,18 @@
-"""``twofa-enroll``: a user turns 2FA on or off for themselves.
+"""``twofa-enroll`` itself, ``status``, ``recovery-codes`` and ``disable``.
 
-It holds no privilege: every change goes through the root enrollment service
-(``pam_twofa.enrollsvc``), which knows the caller by the kernel's account of
-the socket peer. Bare ``twofa-enroll`` enrolls (or re-enrolls); ``status``,
-``recovery-codes`` and ``disable`` are subcommands. Other features add theirs
-in their own ``pam_twofa/cli/enroll_<noun>.py`` onto ``cli`` and one import
-line at the bottom of this file; they call the service with ``ask()``.
+Bare ``twofa-enroll`` enrolls (or re-enrolls): ``enroll`` is the whole flow,
+called by the group in ``main``.
 """
 
 from __future__ import annotations
 
 import click
 
-from pam_twofa import enrollsvc
-from pam_twofa.cli.common import invoke, print_json, run, when
-from pam_twofa.errors import TwofaError
-from pam_twofa.paths import DEFAULT_SOCKET
+from pam_twofa.cli.common import print_json, run, when
+from pam_twofa.cli.enroll.client import PROG, Client, pass_client
+from pam_twofa.errors import ServiceRefused
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
-PROG = "twofa-enroll"
 CONFIRM_TRIES = 3
-_EXITS = {"bad-code": "NOPERM", "replay": "NOPERM", "locked": "NOPERM", "code-needed": "NOPERM",
-          "not-allowed": "NOPERM", "not-enrolled": "NOT_FOUND", "unknown-user": "NOT_FOUND",
-          "no-pending": "FAILED", "busy": "FAILED"}
-
-
-class ServiceRefused(TwofaError):
-    """The service said no; ``reason`` is its error token."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.exit_name = _EXITS.get(reason, "FAILED")
-
-
-class Client:
-    def __init__(self, socket_path: str) -> None:
-        self.socket_path = socket_path
-
-    def ask(self, op: str, **args: Any) -> dict[str, Any]:
-        """Call ``op``; the result, or ``ServiceRefused``."""
-        try:
-            response = enrollsvc.call(self.socket_path, op, **args)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise ServiceRefused("unavailable", not_running(self.socket_path)) from None
-        except OSError as exc:
-            raise ServiceRefused("unavailable", f"cannot reach the enrollment service at "
-                                 f"{self.socket_path}: {exc.strerror or exc}") from None
-        if not response.pop("ok"):
-            raise ServiceRefused(str(response.get("error")), str(response.get("message")))
-        return response
-
-
-def not_running(socket_path: str) -> str:
-    """What a user needs to hear when nobody listens on the socket: who can fix it, how."""
-    return (f"the enrollment service is not running (nothing listens on {socket_path}).\n"
-            "Ask your administrator to start it: 'systemctl start pam-twofa-enroll.socket',\n"
-            "or, on a host without systemd, run 'twofa-enroll-service' as root.")
-
-
-pass_client = click.make_pass_decorator(Client)
 
 
 def show_recovery_codes(codes: list[str]) -> None:
@@ -117,26 +67,7 @@ def enroll(client: Client, png: str | None, qr_mode: str, if_needed: bool) -> No
     show_recovery_codes(done["recovery_codes"])
 
 
-@click.group(invoke_without_command=True,
-             context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
-              help="The enrollment service's socket.")
-@click.option("--png", type=click.Path(dir_okay=False), help="Also write the QR code as PNG.")
-@click.option("--qr", "qr_mode", type=click.Choice(["auto", "utf8", "ascii", "none"]),
-              default="auto", show_default=True, help="How to draw the QR code.")
-@click.option("--if-needed", is_flag=True,
-              help="Only if the policy requires 2FA and it is not on (profile script).")
-@click.version_option(package_name="pam-twofa", prog_name=PROG)
-@click.pass_context
-def cli(ctx: click.Context, socket_path: str, png: str | None, qr_mode: str,
-        if_needed: bool) -> None:
-    """Turn on two-factor authentication for your account (bare command), or manage it."""
-    ctx.obj = Client(socket_path)
-    if ctx.invoked_subcommand is None:
-        run(PROG, lambda: enroll(ctx.obj, png, qr_mode, if_needed))
-
-
-@cli.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_client
 def status(client: Client, as_json: bool) -> None:
@@ -195,7 +126,7 @@ def ask_code_if_needed(client: Client, op: str, err: bool = False) -> str:
     return str(click.prompt("Current code from your app (or a recovery code)", err=err))
 
 
-@cli.command("recovery-codes")
+@click.command("recovery-codes")
 @click.option("--json", "as_json", is_flag=True, help="Print the codes as a JSON list.")
 @pass_client
 def recovery_codes(client: Client, as_json: bool) -> None:
@@ -212,7 +143,7 @@ def recovery_codes(client: Client, as_json: bool) -> None:
     run(PROG, body)
 
 
-@cli.command()
+@click.command()
 @pass_client
 def disable(client: Client) -> None:
     """Turn 2FA off (only where the policy allows it); needs a current code."""
@@ -225,18 +156,4 @@ def disable(client: Client) -> None:
     run(PROG, body)
 
 
-def main() -> None:
-    invoke(cli, PROG)
-
-
-from pam_twofa.cli import (  # noqa: E402
-    enroll_devices,  # noqa: F401
-    enroll_email,  # noqa: F401
-)
-
-if __name__ == "__main__":
-    # Under ``python -m`` this file is ``__main__``, a second copy of the module: the
-    # subcommand files decorate the imported ``pam_twofa.cli.enroll.cli``, so run that.
-    from pam_twofa.cli.enroll import main as imported_main
-
-    imported_main()
+COMMANDS = (status, recovery_codes, disable)

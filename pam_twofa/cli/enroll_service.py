@@ -14,7 +14,6 @@ import socket
 
 import click
 
-from pam_twofa import enrollsvc
 from pam_twofa.cli.common import run
 from pam_twofa.clock import Clock
 from pam_twofa.paths import (
@@ -24,6 +23,8 @@ from pam_twofa.paths import (
     DEFAULT_STATE_DIR,
     Paths,
 )
+from pam_twofa.service import server as service
+from pam_twofa.service.context import Context
 
 PROG = "twofa-enroll-service"
 SD_LISTEN_FDS_START = 3
@@ -68,12 +69,11 @@ def main(socket_path: str, policy: str, state_dir: str, log_socket: str,
                       state_dir=state_dir.rstrip("/") or "/", socket=socket_path,
                       log_socket=log_socket)
         fsutil.ensure_dir(paths.state_dir)  # refuse a bad state dir before serving
-        enrollsvc.load_operations()
         listener = systemd_socket()
         bound = listener is None
         if listener is None:
-            listener = enrollsvc.listen(socket_path)
-        server = enrollsvc.Server(enrollsvc.Context(paths, Clock()), listener)
+            listener = service.listen(socket_path)
+        server = service.Server(Context(paths, Clock()), listener)
         signal.signal(signal.SIGTERM, lambda *_: server.stop.set())
         signal.signal(signal.SIGINT, lambda *_: server.stop.set())
         try:
