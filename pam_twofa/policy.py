@@ -203,10 +203,3 @@ def build(plain: dict[str, Any]) -> Policy:
             for k, v in values.items()
         })
     return Policy(failmode=plain["failmode"], **sections)
-
-
-def defaults() -> Policy:
-    """The policy when no file is given: every key at its default."""
-    from pam_twofa import schema
-
-    return build(schema.validate({})[0])
