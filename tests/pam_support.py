@@ -1,5 +1,5 @@
-"""Shared helpers of the PAM-level core tests (test_pam_codes.py, test_pam_lockout.py,
-test_pam_errors.py): issue 2's acceptance list, through a real C host: pamtester under
+"""Shared helpers of the PAM-level core tests (test_codes_pam.py, test_lockout_pam.py,
+test_errors_pam.py): issue 2's acceptance list, through a real C host: pamtester under
 pam_wrapper + nss_wrapper, the module loaded from this checkout by absolute path, codes
 from oathtool.
 

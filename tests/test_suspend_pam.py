@@ -14,7 +14,7 @@ import pytest
 from tests.harness.pamenv import PamEnv, oathtool
 from tests.harness.smtpd import CertAuthority, MailServer
 from tests.pam_support import enroll, log_text, login, output, status, wait_mid_step, wrong_code
-from tests.test_emergency import ADDRESS, World
+from tests.test_emergency_pam import ADDRESS, World
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 SUSPENDED = "Two-factor authentication is suspended for your account"

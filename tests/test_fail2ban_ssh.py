@@ -175,4 +175,4 @@ def test_a_dns_name_in_rhost_is_never_banned(tmp_path: Path) -> None:
 
 
 if os.geteuid() != 0:  # journald in a mount namespace and setpriv need root (CI is root)
-    raise RuntimeError("tests/test_fail2ban.py needs root")
+    raise RuntimeError("tests/test_fail2ban_ssh.py needs root")

@@ -12,7 +12,7 @@ import pytest
 
 from pam_twofa.mail import mailer
 from tests.harness.smtpd import CertAuthority, MailServer
-from tests.test_mailer import fails, smtp
+from tests.test_mail_smtp import fails, smtp
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 

@@ -133,7 +133,7 @@ def _unreadable_state(env: PamEnv, owner: int, mode: int) -> None:
 
 @pytest.mark.parametrize(
     ("owner", "mode", "reason"),
-    # root's state seen by an unprivileged process: its own reason (test_unprivileged.py)
+    # root's state seen by an unprivileged process: its own reason (test_unprivileged_pam.py)
     [(NOBODY, 0o000, "state-error"), (0, 0o700, "unprivileged-caller")],
     ids=["mode-000", "other-owner"],
 )

@@ -2,7 +2,7 @@
 cannot get is a refusal (issue 11 finding 5); replays and empty answers are not
 counted (issue 12 item 1); ``lockout.max_consecutive_failures`` suspends the second
 factor (issue 11 finding 8, NIST SP 800-63B 5.2.2).  A real FileStore, a FixedClock
-and scripted conversations; the pamtester side is in test_pam_lock.py."""
+and scripted conversations; the pamtester side is in test_lock_pam.py."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pam_twofa.paths import Paths
 from pam_twofa.state import UserState
 from pam_twofa.store import FileStore
 from tests.core_support import NOW, STEP, Script, code, enrolled, make_policy
-from tests.test_core_decisions import CASES, Case
+from tests.test_decisions_core import CASES, Case
 
 ALICE = Account(name="alice", uid=4242, gid=4242, home="/nonexistent",
                 groups=frozenset({"alice", "wheel"}))

@@ -1,5 +1,5 @@
 """Trusted devices through core.authenticate: a FixedClock, a scripted conversation and a
-real FileStore (the SSH side is in test_trust_e2e.py)."""
+real FileStore (the SSH side is in test_trust_ssh.py)."""
 
 from __future__ import annotations
 
