@@ -19,14 +19,22 @@ from pathlib import Path
 
 from tests.harness.pamenv import REPO_ROOT, PamEnv
 from tests.harness.procs import merge_env, setpriv_cmd
-from tests.harness.wait import wait_fresh_step
-
-wait_mid_step = wait_fresh_step  # the old name, kept for callers (one function)
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 LIBSTDBUF = "/usr/libexec/coreutils/libstdbuf.so"
 SECRET_RE = re.compile(r"Secret(?: key)?:\s+((?:[A-Z2-7]{4} ?)+)")
 URI_RE = re.compile(r"URI:\s+(otpauth://\S+)")
+
+
+def service_world(pam_env: PamEnv, client_uid: int) -> PamEnv:
+    """alice (wheel), bob, service "svc", admins must enroll; ``client_uid`` (and the
+    uids after it) can reach the service's socket through the run dir."""
+    pam_env.add_user("alice", groups=["wheel"])
+    pam_env.add_user("bob")
+    pam_env.service("svc")
+    pam_env.write_policy("mandatory:\n  scope: admins\n")
+    pam_env.allow_uid(client_uid)  # o+x on $T's ancestors
+    return pam_env
 
 
 def shown_secret(text: str) -> str:

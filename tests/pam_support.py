@@ -17,9 +17,6 @@ import time
 from pathlib import Path
 
 from tests.harness.pamenv import PamEnv, Result, oathtool
-from tests.harness.wait import wait_fresh_step
-
-wait_mid_step = wait_fresh_step  # the old name, kept for callers (one function)
 
 NOBODY = 65534
 PROMPT = "Verification code: "

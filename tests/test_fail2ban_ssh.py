@@ -23,8 +23,9 @@ import pytest
 
 from tests.harness.pamenv import ENTRY_MODULE, PAM_MATRIX, PAM_SET_ITEMS, PamEnv, oathtool
 from tests.harness.procs import SYSTEM_PATH
+from tests.harness.wait import wait_fresh_step
 from tests.journal_support import Journald
-from tests.pam_support import enroll, wait_mid_step, wrong_code
+from tests.pam_support import enroll, wrong_code
 
 REPO = Path(__file__).resolve().parent.parent
 RHOST = "203.0.113.7"
@@ -71,7 +72,7 @@ def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Journald
         bin_dir = root / "bin"
         bin_dir.mkdir()
         (bin_dir / "sshd").symlink_to("/usr/bin/pamtester")  # comm "sshd", uid 0
-        wait_mid_step()
+        wait_fresh_step()
         code = oathtool(secret)
         rcs = []
         for answer in (code, code, wrong_code(secret), wrong_code(secret)):

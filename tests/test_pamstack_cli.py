@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from pam_twofa.hostconf import pamstack as ps
 from tests.harness.pamenv import ENTRY_MODULE, PAM_MATRIX, PAM_SET_ITEMS, REPO_ROOT, PamEnv
-from tests.pam_support import enroll, log_text, status, wait_mid_step, wrong_code
+from tests.harness.wait import wait_fresh_step
+from tests.pam_support import enroll, log_text, status, wrong_code
 from tests.pamfiles_support import FIXTURES, PAM_PERMIT, Host
 
 SERVICES = ["sshd", "su", "sudo", "sudo-i", "login", "chsh", "chfn"]
@@ -345,7 +346,7 @@ def test_an_enabled_stack_asks_password_then_code_and_stops_at_a_wrong_password(
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False)
     assert done.returncode == 0 and "warning" not in done.stderr, done
     secret = enroll(pam_env, "alice")
-    wait_mid_step()
+    wait_fresh_step()
 
     res = pam_env.pamtester("svc", "alice", ["secret", pam_env.oathtool(secret)])
     assert res.rc == 0, res

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 
 from tests.harness.pamenv import PamEnv, Result, oathtool
-from tests.pam_support import PROMPT, enroll, login, output, wait_mid_step, wrong_code
+from tests.harness.wait import wait_fresh_step
+from tests.pam_support import PROMPT, enroll, login, output, wrong_code
 
 VALID = "mandatory: {scope: admins}\nenrollment:\n  grace_days: 0\n"
 TYPO = "mandatory: {scope: admins}\nenrollment:\n  grace_dayz: 0\n"  # line 3
@@ -37,7 +38,7 @@ def policy_errors(res: Result, env: PamEnv) -> list[str]:
 def test_a_typo_keeps_the_last_valid_policy_for_logins(tw: PamEnv) -> None:
     tw.write_policy(VALID)
     secret = enroll(tw, "alice")
-    wait_mid_step()
+    wait_fresh_step()
     assert decision(ok := login(tw, "alice", oathtool(secret))) == "success/ok" and ok.rc == 0
     assert decision(res := login(tw, "bob", None)) == "ignored/not-enrolled" and res.rc == 0
     assert decision(res := login(tw, "carol", None)) == "refused/enrollment-required"

@@ -22,7 +22,8 @@ from pam_twofa import single
 from tests.harness.pamenv import PAM_SET_ITEMS, PamEnv, oathtool
 from tests.harness.sshclient import Login
 from tests.harness.sshd import SshServer, authtok_line
-from tests.pam_support import status, wait_mid_step, wrong_code
+from tests.harness.wait import wait_fresh_step
+from tests.pam_support import status, wrong_code
 
 PROMPT = "Password and verification code:"
 POLICY = "mandatory: {scope: selected, users: [alice]}\ntrusted_devices: {enabled: true}\n"
@@ -81,7 +82,7 @@ def test_pamtester_one_prompt_password_and_code(env: PamEnv) -> None:
 
 def test_pamtester_wrong_password_counts_nothing_and_tells_nothing(env: PamEnv) -> None:
     secret = enroll(env)
-    wait_mid_step()
+    wait_fresh_step()
     for answer in ["secreT" + wrong_code(secret), "secreT", "", "x" * 7]:
         res = env.pamtester("single", "alice", [answer])
         assert res.rc != 0, res

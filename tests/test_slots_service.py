@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.enroll_support import Service, client, running_service
+from tests.enroll_support import Service, client, running_service, service_world
 from tests.harness.pamenv import PamEnv
 from tests.test_enroll_service import raw_request
 
@@ -51,12 +51,7 @@ print(json.dumps(answers))
 
 @pytest.fixture
 def world(pam_env: PamEnv) -> PamEnv:
-    pam_env.add_user("alice", groups=["wheel"])
-    pam_env.add_user("bob")
-    pam_env.service("svc")
-    pam_env.write_policy("mandatory:\n  scope: admins\n")
-    pam_env.allow_uid(FLOOD_BASE)  # o+x on $T's ancestors
-    return pam_env
+    return service_world(pam_env, FLOOD_BASE)
 
 
 class Flood:

@@ -13,7 +13,8 @@ import pytest
 
 from tests.harness.pamenv import PamEnv, oathtool
 from tests.harness.smtpd import CertAuthority, MailServer
-from tests.pam_support import enroll, log_text, login, output, status, wait_mid_step, wrong_code
+from tests.harness.wait import wait_fresh_step
+from tests.pam_support import enroll, log_text, login, output, status, wrong_code
 from tests.test_emergency_pam import ADDRESS, World
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -44,7 +45,7 @@ def test_limit_suspends_until_unlock_and_mails_the_owner(world: World) -> None:
     _limit(world, 3)
     env, secret = world.env, world.secret
     bad = wrong_code(secret)
-    wait_mid_step()
+    wait_fresh_step()
     assert world.login(["secret", oathtool(secret)]).rc == 0
     used = oathtool(secret)
     for answer in (used, "", used):  # a replay and an empty answer: not counted
