@@ -1,8 +1,4 @@
-"""``twofa-admin recovery-codes`` and ``twofa-admin import-google-authenticator``.
-
-Registered onto ``pam_twofa.cli.admin.cli`` by the import at the bottom of
-``cli/admin.py``.
-"""
+"""``twofa-admin recovery-codes`` and ``twofa-admin import-google-authenticator``."""
 
 from __future__ import annotations
 
