@@ -42,11 +42,9 @@ MSG_LIMIT = ("Too many codes were mailed to you in the last hour; try again late
 def offered(policy: Policy, state: UserState, now: float | None = None) -> bool:
     """Whether the code prompt offers an emergency code to this user (``now``: also
     check the hold after a change of address)."""
-    from pam_twofa.mail import mailer
-
     if now is not None and held_until(policy, state, now) is not None:
         return False
-    return bool(policy.emergency.enabled and state.email and mailer.configured(policy.smtp))
+    return bool(policy.emergency.enabled and state.email and policy.smtp.configured)
 
 
 def held_until(policy: Policy, state: UserState, now: float) -> float | None:

@@ -140,6 +140,12 @@ class SmtpPolicy(Record):
     sender: str | None
     timeout_seconds: int
 
+    @property
+    def configured(self) -> bool:
+        """Whether a server is named to send through: a host, or a provider preset.
+        Here, not in ``mail``: a login asks it without loading the mail package."""
+        return bool(self.host) or self.provider != "custom"
+
 
 class EmergencyPolicy(Record):
     enabled: bool

@@ -49,8 +49,8 @@ class Server(Record):
 
 
 def configured(smtp: SmtpPolicy) -> bool:
-    """Whether the policy names a server to send through (cheap: no imports)."""
-    return bool(smtp.host) or smtp.provider in PROVIDERS
+    """Whether the policy names a server to send through (``SmtpPolicy.configured``)."""
+    return smtp.configured
 
 
 def server(smtp: SmtpPolicy) -> Server:
