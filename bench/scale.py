@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bench.world import SECRET, Contender, World, code_now
-from pam_twofa import jsonc
+from pam_twofa import fastjson
 from pam_twofa.clock import Clock
 from pam_twofa.paths import Paths
 from pam_twofa.state import UserState
@@ -34,7 +34,7 @@ def fill_store(state_dir: Path, users: list[str]) -> float:
         state.enrolled = True
         state.secret = SECRET
         state.enrolled_at = time.time()
-        data = jsonc.dumps(state.to_plain()).encode() + b"\n"
+        data = fastjson.dumps(state.to_plain()).encode() + b"\n"
         fd = os.open(users_dir / f"{name}.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, data)

@@ -9,7 +9,7 @@ foreign or garbled status file must not change a login's outcome.
 
 from __future__ import annotations
 
-from pam_twofa import fsutil, jsonc
+from pam_twofa import fastjson, fsutil
 from pam_twofa.errors import TwofaError
 from pam_twofa.record import Record
 
@@ -66,7 +66,7 @@ class ClockStatus(Record):
 
 def write(path: str, document: dict[str, Any]) -> None:
     """Replace the status file with ``document`` (must hold ClockStatus's keys)."""
-    fsutil.atomic_write(path, jsonc.dumps({"version": VERSION, **document}).encode() + b"\n")
+    fsutil.atomic_write(path, fastjson.dumps({"version": VERSION, **document}).encode() + b"\n")
 
 
 def _num(value: object) -> bool:
@@ -76,7 +76,7 @@ def _num(value: object) -> bool:
 def parse(data: bytes) -> ClockStatus | None:
     """A status from the file's bytes, or None when it is not one we understand."""
     try:
-        doc = jsonc.loads(data)
+        doc = fastjson.loads(data)
     except (ValueError, UnicodeDecodeError):
         return None
     if type(doc) is not dict or doc.get("version") != VERSION:

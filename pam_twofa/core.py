@@ -220,7 +220,8 @@ def _check_code(request: Request, user: str, answer: str, policy: Policy, store:
     if message:
         conv.error(message)
     if (verdict.locked is not None or verdict.suspended) and verdict.email:
-        from pam_twofa import emergency, notify  # mail only now: bounded by smtp timeout
+        from pam_twofa import emergency
+        from pam_twofa.mail import notify  # mail only now: bounded by smtp timeout
 
         client = emergency.client_of(request)
         if verdict.suspended:

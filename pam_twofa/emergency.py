@@ -18,7 +18,7 @@ from __future__ import annotations
 from pam_twofa import lockout
 from pam_twofa.clock import format_time
 from pam_twofa.core import MSG_SUSPENDED, Decision, Outcome
-from pam_twofa.errors import TwofaError
+from pam_twofa.errors import SendLimit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,21 +39,12 @@ MSG_LIMIT = ("Too many codes were mailed to you in the last hour; try again late
              "or contact your administrator.")
 
 
-class SendLimit(TwofaError):
-    """The user's mails for this hour are used up."""
-
-    reason = "mail-send-limit"
-    exit_name = "FAILED"
-
-
 def offered(policy: Policy, state: UserState, now: float | None = None) -> bool:
     """Whether the code prompt offers an emergency code to this user (``now``: also
     check the hold after a change of address)."""
-    from pam_twofa import mailer
-
     if now is not None and held_until(policy, state, now) is not None:
         return False
-    return bool(policy.emergency.enabled and state.email and mailer.configured(policy.smtp))
+    return bool(policy.emergency.enabled and state.email and policy.smtp.configured)
 
 
 def held_until(policy: Policy, state: UserState, now: float) -> float | None:
@@ -157,7 +148,7 @@ def client_of(request: Request) -> str | None:
 
 def login(request: Request, user: str, policy: Policy, store: Store, clock: Clock) -> Decision:
     """The user answered ``email``: mail a new code, then ask for it."""
-    from pam_twofa import mailer
+    from pam_twofa.mail import mailer
 
     conv = request.conversation
     code = new_code(policy.emergency.code_digits)
@@ -212,7 +203,7 @@ def _held(st: UserState, policy: Policy, now: float) -> tuple[str, str] | None:
 def check(request: Request, user: str, answer: str, policy: Policy, store: Store,
           clock: Clock) -> Decision:
     """Verify an emergency code under the user's lock: once only, counted on failure."""
-    from pam_twofa import notify
+    from pam_twofa.mail import notify
 
     conv = request.conversation
     ok = False
@@ -259,7 +250,7 @@ def check(request: Request, user: str, answer: str, policy: Policy, store: Store
 
 
 def _code_body(user: str, code: str, minutes: int, client: str | None, now: float) -> str:
-    from pam_twofa import mailer
+    from pam_twofa.mail import mailer
 
     return (f"Your emergency verification code for {user}@{mailer.hostname()} is:\n\n"
             f"    {code}\n\n"

@@ -96,7 +96,7 @@ def to_revoke(state: UserState) -> dict[str, Any]:
 
 def revoked(summary: dict[str, Any]) -> list[str]:
     """Sentences for the person enrolling: what re-enrollment revoked and kept."""
-    from pam_twofa import mailer
+    from pam_twofa.mail import mailer
 
     lines = []
     n = int(summary.get("devices_revoked") or 0)

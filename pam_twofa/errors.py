@@ -115,6 +115,44 @@ class CodeRefused(TwofaError):
         self.reason = reason
 
 
+class VerifyFailed(TwofaError):
+    """A security-email verification code is wrong, used or expired."""
+
+    reason = "bad-verification-code"
+    exit_name = "FAILED"
+
+
+class SendLimit(TwofaError):
+    """The user's mails for this hour are used up."""
+
+    reason = "mail-send-limit"
+    exit_name = "FAILED"
+
+
+class MailError(TwofaError):
+    """A mail could not be sent; ``kind`` is one of ``MAIL_KINDS``."""
+
+    exit_name = "FAILED"
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.reason = f"mail-{kind}"
+
+
+MAIL_KINDS = ("resolve", "connect", "tls", "auth", "rejected", "timeout")
+
+
+class RequestError(TwofaError):
+    """A request the enrollment service refuses before any operation runs."""
+
+    exit_name = "FAILED"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class NotAllowed(TwofaError):
     """The policy does not allow this change (e.g. turning off mandatory 2FA)."""
 
@@ -141,3 +179,36 @@ class PamLinesNotOurs(PamConfigError):
     """pam-twofa lines that ``twofa-admin pam`` did not write and so will not remove."""
 
     exit_name = "FAILED"
+
+
+# The refusals whose exit code a client of the enrollment service keeps: the service
+# answers with the reason token, the client maps it back through the class here.
+_RELAYED: tuple[type[TwofaError], ...] = (NotAllowed, NotEnrolled, UnknownUser)
+# CodeRefused carries its reason per instance: these are its tokens.
+CODE_REFUSALS = ("bad-code", "replay", "locked", "code-needed")
+
+
+class ServiceRefused(TwofaError):
+    """The enrollment service said no; ``reason`` is its error token.
+
+    The exit code is that of the error class the service raised (``exit_name_of``):
+    the reason -> exit code mapping is the classes' own, not a second table.
+    """
+
+    exit_name = "FAILED"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.exit_name = exit_name_of(reason)
+
+
+def exit_name_of(reason: str) -> str:
+    """The exit-code name of a refusal the service answered with ``reason``
+    (``FAILED`` for anything else: busy, an expired enrollment, a bad request)."""
+    if reason in CODE_REFUSALS:
+        return CodeRefused.exit_name
+    for cls in _RELAYED:
+        if cls.reason == reason:
+            return cls.exit_name
+    return "FAILED"

@@ -99,7 +99,7 @@ def _show(request: Request, user: str, secret: str, policy: Policy) -> None:
     uri = enrollment.uri(user, secret, policy)
     conv.info(MSG_INTRO)
     try:
-        from pam_twofa import qr
+        from pam_twofa.enroll import qr
 
         conv.info(qr.terminal(uri))
     except ImportError:  # python3-qrcode missing: the key can still be typed in

@@ -140,6 +140,12 @@ class SmtpPolicy(Record):
     sender: str | None
     timeout_seconds: int
 
+    @property
+    def configured(self) -> bool:
+        """Whether a server is named to send through: a host, or a provider preset.
+        Here, not in ``mail``: a login asks it without loading the mail package."""
+        return bool(self.host) or self.provider != "custom"
+
 
 class EmergencyPolicy(Record):
     enabled: bool
@@ -203,10 +209,3 @@ def build(plain: dict[str, Any]) -> Policy:
             for k, v in values.items()
         })
     return Policy(failmode=plain["failmode"], **sections)
-
-
-def defaults() -> Policy:
-    """The policy when no file is given: every key at its default."""
-    from pam_twofa import schema
-
-    return build(schema.validate({})[0])

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 CACHE_VERSION = 2
 # The modules whose code decides what a policy file compiles to (parse, validate,
-# defaults, record shapes). tests/test_policy.py checks that this covers every
+# defaults, record shapes). tests/test_policy_core.py checks that this covers every
 # pam_twofa module they import.
 COMPILER = ("policyfile.py", "schema.py", "policy.py", "record.py", "errors.py")
 LAST_VALID = "policy.last-valid"  # in the cache dir; kept across upgrades

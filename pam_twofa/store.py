@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager, contextmanager
 
-from pam_twofa import fsutil, jsonc
+from pam_twofa import fastjson, fsutil
 from pam_twofa.errors import CorruptState, InvalidUserName
 from pam_twofa.state import UserState
 
@@ -97,7 +97,7 @@ class FileStore(Store):
         if data is None:
             return None
         try:
-            plain = jsonc.loads(data)
+            plain = fastjson.loads(data)
         except ValueError:
             raise CorruptState(f"state file {path} is not valid JSON") from None
         return UserState.from_plain(user, plain)
@@ -110,12 +110,12 @@ class FileStore(Store):
             state = self.load(user)
             # Text, not the plain dict: that shares nested lists/dicts (devices,
             # pending) with the state, so changing one in place would go unseen.
-            before = jsonc.dumps(state.to_plain()) if state is not None else None
+            before = fastjson.dumps(state.to_plain()) if state is not None else None
             if state is None:
                 state = UserState(user)
             yield state
             after = state.to_plain()
-            text = jsonc.dumps(after)
+            text = fastjson.dumps(after)
             if text != before and (before is not None or after != UserState(user).to_plain()):
                 fsutil.atomic_write(path, locked=True, data=text.encode() + b"\n")
 

@@ -214,7 +214,7 @@ def offer(request: Request, user: str, policy: Policy, store: Store,
     request.conversation.info(f"This device is trusted until {format_time(record['expires'])}.")
     fields: tuple[tuple[str, Any], ...] = (("trusted_device", record["id"]),)
     if email:  # tell the owner by mail (best effort, bounded by the smtp timeout)
-        from pam_twofa import notify
+        from pam_twofa.mail import notify
 
         label = f"{record['id']} ({binding.ip}" + (f", key {binding.key})" if binding.key
                                                    else ")")

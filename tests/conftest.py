@@ -115,7 +115,7 @@ def pam_env(tmp_path: Path) -> Iterator[PamEnv]:
 
 @pytest.fixture
 def tw(pam_env: PamEnv) -> PamEnv:
-    """pam_env with alice and carol (wheel), bob and service "svc" (tests/test_pam_*.py)."""
+    """pam_env with alice and carol (wheel), bob and service "svc" (tests/test_*_pam.py)."""
     pam_env.add_user("alice", groups=["wheel"])
     pam_env.add_user("bob")
     pam_env.add_user("carol", groups=["wheel"])

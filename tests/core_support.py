@@ -1,5 +1,5 @@
-"""Shared pieces of the core.authenticate unit tests (test_core_decisions.py,
-test_core_state.py): a FixedClock time, a known secret, a scripted conversation and
+"""Shared pieces of the core.authenticate unit tests (test_decisions_core.py,
+test_state_core.py): a FixedClock time, a known secret, a scripted conversation and
 state/policy builders."""
 
 from __future__ import annotations

@@ -19,14 +19,22 @@ from pathlib import Path
 
 from tests.harness.pamenv import REPO_ROOT, PamEnv
 from tests.harness.procs import merge_env, setpriv_cmd
-from tests.harness.wait import wait_fresh_step
-
-wait_mid_step = wait_fresh_step  # the old name, kept for callers (one function)
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 LIBSTDBUF = "/usr/libexec/coreutils/libstdbuf.so"
 SECRET_RE = re.compile(r"Secret(?: key)?:\s+((?:[A-Z2-7]{4} ?)+)")
 URI_RE = re.compile(r"URI:\s+(otpauth://\S+)")
+
+
+def service_world(pam_env: PamEnv, client_uid: int) -> PamEnv:
+    """alice (wheel), bob, service "svc", admins must enroll; ``client_uid`` (and the
+    uids after it) can reach the service's socket through the run dir."""
+    pam_env.add_user("alice", groups=["wheel"])
+    pam_env.add_user("bob")
+    pam_env.service("svc")
+    pam_env.write_policy("mandatory:\n  scope: admins\n")
+    pam_env.allow_uid(client_uid)  # o+x on $T's ancestors
+    return pam_env
 
 
 def shown_secret(text: str) -> str:
@@ -110,7 +118,7 @@ class Service:
         full_env = env.wrapper_env(pam=False)
         full_env["PATH"] = os.environ.get("PATH", full_env["PATH"])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pam_twofa.cli.enrollsvc", "--socket", str(self.socket),
+            [sys.executable, "-m", "pam_twofa.cli.enroll_service", "--socket", str(self.socket),
              "--state-dir", str(env.state_dir), "--policy", str(env.policy),
              "--log-socket", str(env.log_socket)],
             cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

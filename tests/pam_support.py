@@ -1,5 +1,5 @@
-"""Shared helpers of the PAM-level core tests (test_pam_codes.py, test_pam_lockout.py,
-test_pam_errors.py): issue 2's acceptance list, through a real C host: pamtester under
+"""Shared helpers of the PAM-level core tests (test_codes_pam.py, test_lockout_pam.py,
+test_errors_pam.py): issue 2's acceptance list, through a real C host: pamtester under
 pam_wrapper + nss_wrapper, the module loaded from this checkout by absolute path, codes
 from oathtool.
 
@@ -17,9 +17,6 @@ import time
 from pathlib import Path
 
 from tests.harness.pamenv import PamEnv, Result, oathtool
-from tests.harness.wait import wait_fresh_step
-
-wait_mid_step = wait_fresh_step  # the old name, kept for callers (one function)
 
 NOBODY = 65534
 PROMPT = "Verification code: "

@@ -1,5 +1,5 @@
 """Copies of Debian's /etc/pam.d (tests/fixtures/pam.d) and ``twofa-admin pam`` pointed
-at them, for tests/test_admin_pam.py and tests/test_pam_prerm.py."""
+at them, for tests/test_pamstack_cli.py and tests/test_prerm_script.py."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from tests.enroll_support import (
     client,
     interactive_client,
     running_service,
+    service_world,
     shown_secret,
 )
 from tests.harness.pamenv import PamEnv, oathtool
@@ -31,12 +32,7 @@ PROMPT = "Enter the code from your app to finish enrollment"
 
 @pytest.fixture
 def world(pam_env: PamEnv) -> PamEnv:
-    pam_env.add_user("alice", groups=["wheel"])
-    pam_env.add_user("bob")
-    pam_env.service("svc")
-    pam_env.write_policy("mandatory:\n  scope: admins\n")
-    pam_env.allow_uid(4242)  # o+x on $T's ancestors: every test uid reaches the socket
-    return pam_env
+    return service_world(pam_env, 4242)
 
 
 def raw_request(service: Service, data: bytes, uid: int | None = None) -> dict[str, object]:

@@ -6,7 +6,7 @@ environment and conversation failures give a deliberate PAM code, never an excep
 stand-in is justified: hypothesis needs thousands of runs, a fresh pamtester process
 costs ~20 ms each, and a Python host cannot drive pam_python's own handle. Everything
 behind the handle is real (policy files, the state store on disk, NSS lookups, the
-syslog socket); the same paths run through pamtester in test_pam_*.py.
+syslog socket); the same paths run through pamtester in test_*_pam.py.
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pam_twofa import gaimport, policy, policyfile, schema, totp, trust
+from pam_twofa import policy, policyfile, schema, totp, trust
 from pam_twofa.clock import Clock
+from pam_twofa.enroll import googleauth
 from pam_twofa.errors import (
     CorruptState,
     PolicyError,
@@ -162,7 +163,7 @@ ga_secrets = st.one_of(st.binary(min_size=0, max_size=40).map(totp.b32encode),
 def test_ga_importer_on_near_valid_files(secret: str, lines: list[str], nl: bool) -> None:
     text = "\n".join([secret, *lines]) + ("\n" if nl else "")
     try:
-        parsed = gaimport.parse(text, "ga")
+        parsed = googleauth.parse(text, "ga")
     except UsageError as exc:
         assert exc.message.startswith("ga")  # names the file (and line)
         return
@@ -175,7 +176,7 @@ def test_ga_importer_on_near_valid_files(secret: str, lines: list[str], nl: bool
 @given(st.text(max_size=300))
 def test_ga_importer_on_any_text(text: str) -> None:
     try:
-        parsed = gaimport.parse(text, "ga")
+        parsed = googleauth.parse(text, "ga")
     except UsageError as exc:
         assert exc.message.startswith("ga")
         return

@@ -20,7 +20,8 @@ from tests.guard_support import build_guard
 from tests.harness.pamenv import GUARD_LINE, PAM_MATRIX, PamEnv, oathtool
 from tests.harness.sshclient import paramiko_login
 from tests.harness.sshd import SshServer
-from tests.pam_support import PROMPT, enroll, log_text, login, wait_mid_step, wrong_code
+from tests.harness.wait import wait_fresh_step
+from tests.pam_support import PROMPT, enroll, log_text, login, wrong_code
 
 PROBE = '''
 def _note(argv, what):
@@ -48,7 +49,7 @@ def test_logins_behind_the_guard(pam_env: PamEnv) -> None:
     tw = guarded(pam_env)
     tw.write_policy("lockout:\n  max_failures: 3\n")  # a policy to compile: yaml is imported
     secret = enroll(tw, "alice")
-    wait_mid_step()
+    wait_fresh_step()
     bad = login(tw, "alice", wrong_code(secret))
     assert bad.rc != 0 and PROMPT in bad.stderr, bad
     assert log_text(bad).endswith("user=alice rhost=- result=refused reason=bad-code failures=1")

@@ -39,7 +39,8 @@ from tests.guard_support import (
     throwaway_user,
 )
 from tests.harness.pamenv import ENTRY_MODULE, GUARD_LINE, REPO_ROOT, oathtool
-from tests.pam_support import wait_mid_step, wrong_code
+from tests.harness.wait import wait_fresh_step
+from tests.pam_support import wrong_code
 
 if os.geteuid() != 0:  # CI runs as root; a collection error beats a silent pass
     raise RuntimeError("tests/test_guard_su_sudo.py changes /etc/pam.d: run it as root")
@@ -182,7 +183,7 @@ def test_enrolled_user_gets_password_and_code(system: System, service: str) -> N
     assert bad.prompts[:2] == [PW_PROMPT[service], CODE_PROMPT], bad.output
     assert CODE_PROMPT not in bad.prompts[2:], bad.output
     assert bad.rc != 0 and "===ENV" not in bad.output, bad.output
-    wait_mid_step()
+    wait_fresh_step()
     good = run_as_user(system, service, [PASSWORD, oathtool(secret)])
     assert good.prompts == [PW_PROMPT[service], CODE_PROMPT], good.output
     assert good.rc == 0, good.output

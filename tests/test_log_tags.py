@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from pam_twofa import log
-from pam_twofa.cli.admin import Admin
+from pam_twofa.cli.admin.context import Admin
 from pam_twofa.paths import Paths
 from tests.enroll_support import running_service
 from tests.harness.pamenv import PamEnv

@@ -17,7 +17,7 @@ from tests.pam_support import enroll
 PROBE = Path(__file__).resolve().parent / "harness" / "import_probe.py"
 LOGIN_MODULES = {
     f"pam_twofa.{name}" for name in (
-        "accounts", "clock", "core", "errors", "fsutil", "jsonc", "lockout", "log",
+        "accounts", "clock", "core", "errors", "fsutil", "fastjson", "lockout", "log",
         "pamface", "paths", "policy", "policyfile", "record", "state", "store", "totp",
     )
 } | {"pam_twofa"}

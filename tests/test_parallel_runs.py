@@ -26,9 +26,9 @@ from tests.harness.sshd import NOBODY
 
 # SSH logins as uid 65534 (what needs a traversable $T), both clients, a few sshd starts.
 SELECTION = [
-    "tests/test_ssh_e2e.py::test_password_and_code",
-    "tests/test_ssh_e2e.py::test_wrong_code_refused",
-    "tests/test_ssh_e2e.py::test_out_of_scope_user_password_only",
+    "tests/test_login_ssh.py::test_password_and_code",
+    "tests/test_login_ssh.py::test_wrong_code_refused",
+    "tests/test_login_ssh.py::test_out_of_scope_user_password_only",
 ]
 RUN_TIMEOUT = 50.0
 

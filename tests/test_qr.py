@@ -10,7 +10,7 @@ from pathlib import Path
 import png
 import pytest
 
-from pam_twofa import qr
+from pam_twofa.enroll import qr
 from pam_twofa.errors import UsageError
 from tests.harness.pamenv import REPO_ROOT
 
@@ -93,7 +93,7 @@ def test_png_with_pypi_qrcode(tmp_path: Path) -> None:
 
 def test_png_and_terminal_with_debian_qrcode(tmp_path: Path) -> None:
     path = tmp_path / "q.png"
-    script = ("import sys, qrcode\nfrom pam_twofa import qr\n"
+    script = ("import sys, qrcode\nfrom pam_twofa.enroll import qr\n"
               "assert qrcode.__file__.startswith('/usr/lib/python3/'), qrcode.__file__\n"
               "qr.write_png(sys.argv[1], sys.argv[2])\nprint(qr.terminal(sys.argv[2]))\n")
     done = subprocess.run(["/usr/bin/python3", "-c", script, str(path), URI], cwd=REPO_ROOT,

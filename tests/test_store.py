@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_twofa import jsonc
+from pam_twofa import fastjson
 from pam_twofa.clock import Clock
 from pam_twofa.errors import (
     CorruptState,
@@ -321,7 +321,7 @@ def test_concurrent_updates_lose_nothing(store: FileStore) -> None:
         assert p.exitcode == 0
     st = store.load("alice")
     assert st is not None and st.failures == 200
-    assert jsonc.loads(user_file(store, "alice").read_bytes())["failures"] == 200
+    assert fastjson.loads(user_file(store, "alice").read_bytes())["failures"] == 200
 
 
 def test_lock_wait_is_bounded(store: FileStore) -> None:

@@ -60,7 +60,7 @@ def enroll_service(server: SshServer) -> tuple[subprocess.Popen[bytes], str]:
     os.chown(run, server.uid, server.uid)
     sock = run / "enroll.sock"
     env = server.env.wrapper_env(pam=False)
-    cmd = ["/usr/bin/python3", "-m", "pam_twofa.cli.enrollsvc", "--socket", str(sock),
+    cmd = ["/usr/bin/python3", "-m", "pam_twofa.cli.enroll_service", "--socket", str(sock),
            "--state-dir", str(server.env.state_dir), "--policy", str(server.env.policy),
            "--log-socket", str(server.log.path)]
     cmd, env = setpriv_cmd(cmd, env, server.uid)

@@ -143,7 +143,7 @@ def sections() -> list[tuple[str, dict[str, schema.Check]]]:
 
 
 def section_doc(name: str) -> str:
-    guesses = lockout.guesses_per_year(policy.defaults().lockout)
+    guesses = lockout.guesses_per_year(schema.defaults().lockout)
     return SECTION_DOCS[name].format(guesses=guesses)
 
 

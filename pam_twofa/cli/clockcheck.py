@@ -23,7 +23,7 @@ from pam_twofa.paths import DEFAULT_POLICY, DEFAULT_STATE_DIR, Paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pam_twofa.clockcheck import Report
+    from pam_twofa.timecheck.check import Report
 
 PROG = "twofa-clockcheck"
 ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
@@ -84,7 +84,7 @@ def lines(report: Report) -> list[tuple[int, str]]:
 
 def _servers(ctx: click.Context, param: click.Parameter,
              value: tuple[str, ...]) -> tuple[str, ...]:
-    from pam_twofa.clockcheck import split_server
+    from pam_twofa.timecheck.check import split_server
 
     for server in value:
         try:
@@ -97,7 +97,7 @@ def _servers(ctx: click.Context, param: click.Parameter,
 def clockcheck(paths: Paths, servers: tuple[str, ...], max_offset: float | None,
                timeout: float | None, as_json: bool) -> int:
     """Check, print, keep the result; the exit code for the verdict."""
-    from pam_twofa import clockcheck as cc
+    from pam_twofa.timecheck import check as cc
 
     need_policy = not servers or max_offset is None or timeout is None
     policy = None

@@ -1,4 +1,4 @@
-"""Showing a new secret to a person: account, grouped secret and URI.
+"""Showing things to a person: a new secret (account, grouped secret, URI, QR), devices.
 
 ``qrcode`` is imported here, only when a code is drawn, so it stays off
 every path that does not show a secret.
@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import click
 
+from pam_twofa.cli.common import when
 from pam_twofa.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def grouped(secret: str) -> str:
@@ -21,7 +26,7 @@ def show_qr(uri: str, mode: str = "auto") -> None:
     (half blocks when stdout can carry them)."""
     if mode == "none":
         return
-    from pam_twofa import qr
+    from pam_twofa.enroll import qr
 
     stdout = click.get_text_stream("stdout")
     ascii_only = mode == "ascii" or (mode == "auto" and not qr.can_draw_blocks(stdout))
@@ -44,9 +49,21 @@ def show_secret(user: str, secret: str, uri: str, *, qr_mode: str = "none",
 
 def write_png(path: str, uri: str, fd: int | None = None) -> None:
     """The QR code into ``fd`` (or a new file at ``path``); errors as ``UsageError``."""
-    from pam_twofa import qr
+    from pam_twofa.enroll import qr
 
     try:
         qr.write_png_fd(qr.open_png(path) if fd is None else fd, uri)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def print_devices(rows: list[dict[str, Any]]) -> None:
+    """The table ``trust list`` and ``twofa-enroll devices`` print."""
+    if not rows:
+        click.echo("No trusted devices.")
+        return
+    click.echo(f"{'ID':<9} {'SERVICE':<12} {'IP':<16} {'KEY':<51} {'EXPIRES':<24} LAST USED")
+    for row in rows:
+        expires = when(row["expires"]) + (" (expired)" if row["expired"] else "")
+        click.echo(f"{row['id']!s:<9} {row.get('service') or '-':<12} {row['ip']!s:<16} "
+                   f"{row['key'] or '-':<51} {expires:<24} {when(row['last_used'])}")

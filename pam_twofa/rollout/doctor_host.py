@@ -1,7 +1,7 @@
 """``doctor``'s host checks: state directory, policy, sockets, clock, fleet, mail.
 
 Each reads through the project's own code (fsutil's owner/mode rule, policyfile's
-strict loader, clockstatus, admin_checks' log-socket probe, the mailer), so doctor
+strict loader, clockstatus, hostchecks' log-socket probe, the mailer), so doctor
 and a login judge the same things the same way.
 """
 
@@ -93,7 +93,7 @@ def check_policy(paths: Paths) -> tuple[list[Finding], Policy | None]:
 
 
 def check_log_socket(path: str) -> list[Finding]:
-    from pam_twofa.cli.admin_checks import log_socket_problem
+    from pam_twofa.rollout.hostchecks import log_socket_problem
 
     problem = log_socket_problem(path)
     if problem is None:
@@ -175,7 +175,7 @@ def check_fleet(policy_path: str, root: str = "") -> list[Finding]:
 
 def check_mail(policy: Policy | None, address: str) -> list[Finding]:
     """``--mail ADDRESS``: one test message through the policy's smtp settings."""
-    from pam_twofa import mailer
+    from pam_twofa.mail import mailer
 
     if policy is None:
         return [Finding("mail", ERROR, "no test mail: the policy is invalid", "")]

@@ -4,7 +4,7 @@
 not straddle a step boundary (the code would turn into the previous step's, or a
 replay); tests that used up the codes of the window must wait for a newer step. Both
 wait on the real clock: the module under test reads the real time too. The one helper
-for that (pam_support.wait_mid_step and enroll_support.wait_mid_step are this function).
+for that.
 
 ``wait_until``: poll for something that happens in another process or thread, with a
 deadline, instead of sleeping a guessed while and then asserting.

@@ -1,0 +1,1 @@
+"""``twofa-admin``: one module per command family, registered in ``main``."""

@@ -1,0 +1,51 @@
+"""What every ``twofa-admin`` command works with: paths, clock, store, policy, log.
+
+Each command is a small function over the library; errors are caught once, in
+``common.run``. ``--policy`` and ``--state-dir`` name the same files as the
+module's ``policy=`` and ``state_dir=`` arguments.
+"""
+
+from __future__ import annotations
+
+import click
+
+from pam_twofa import log
+from pam_twofa.clock import Clock
+from pam_twofa.store import FileStore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pam_twofa.paths import Paths
+    from pam_twofa.policy import Policy
+
+PROG = "twofa-admin"
+
+
+class Admin:
+    """What every admin command works with: paths, clock, store, policy, log."""
+
+    def __init__(self, paths: Paths, clock: Clock | None = None) -> None:
+        self.paths = paths
+        self.clock = clock or Clock()
+        self.store = FileStore(paths, self.clock)
+        self._policy: Policy | None = None
+
+    @property
+    def policy(self) -> Policy:
+        if self._policy is None:
+            from pam_twofa import policyfile
+
+            self._policy = policyfile.load(self.paths)
+        return self._policy
+
+    def audit(self, action: str, user: str, **fields: object) -> None:
+        """One authpriv line per change, like the module's."""
+        import os
+
+        sink = log.SyslogSink(f"twofa-admin({action})", self.paths.log_socket,
+                              tag=log.TAG_ADMIN)
+        sink.log(log.NOTICE, "", user=user, by_uid=os.getuid(), **fields)
+        sink.close()
+
+
+pass_admin = click.make_pass_decorator(Admin)

@@ -1,0 +1,1 @@
+"""``twofa-enroll``: one module per command family, registered in ``main``."""

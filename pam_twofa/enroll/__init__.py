@@ -1,0 +1,1 @@
+"""Enrollment helpers a login never needs: QR codes, google-authenticator files."""

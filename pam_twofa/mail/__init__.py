@@ -1,0 +1,2 @@
+"""Mail: SMTP sending, notices and the security-email address; never loaded by a login
+that sends no mail."""

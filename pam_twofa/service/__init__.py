@@ -1,0 +1,1 @@
+"""The root enrollment service (``twofa-enroll-service``): protocol, server, operations."""

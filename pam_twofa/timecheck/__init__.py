@@ -1,0 +1,1 @@
+"""Is the server clock right? NTP and time-sync checks for ``twofa-clockcheck``."""
