@@ -1,6 +1,6 @@
 """Issue 15 item 4: ``twofa-admin doctor --root`` on a host tree (tests/doctor_support.py:
 Debian's PAM files and this machine's sshd_config, set up right): PAM stacks, state,
-policy and services (sshd's side: test_doctor_sshd.py). Each test breaks one
+policy and services (sshd's side: test_doctor_sshd_cli.py). Each test breaks one
 thing, checks that doctor names it (check, severity, file:line) and exits 1, then fixes
 it and checks that doctor finds nothing (exit 0)."""
 
