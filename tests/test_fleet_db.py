@@ -150,6 +150,8 @@ def test_grants_forged_reused_or_foreign_are_refused(fleet_db: FleetDb) -> None:
     assert fleet_db.call(h1, add, "frank", None) == {"result": "no-grant"}
     grant = check(fleet_db, h1, "frank", now_code(secret))["grant"]
     assert fleet_db.call(h2, add, "frank", grant) == {"result": "no-grant"}  # other host
+    assert fleet_db.call(h1, add, "mallory", grant) == {"result": "not-enrolled"}
+    fleet_db.enroll("mallory")
     assert fleet_db.call(h1, add, "mallory", grant) == {"result": "no-grant"}  # other user
     assert fleet_db.call(h1, add, "frank", grant)["result"] == "ok"
     assert fleet_db.call(h1, add, "frank", grant) == {"result": "no-grant"}  # used once

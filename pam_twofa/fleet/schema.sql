@@ -339,14 +339,20 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $
 DECLARE
     t timestamptz := clock_timestamp();
     s twofa.settings;
+    u twofa.users;
+    refused jsonb;
     new_id text := encode(twofa.gen_random_bytes(4), 'hex');
 BEGIN
     SELECT * INTO s FROM twofa.settings;
+    SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    refused := twofa.refusal(u, t);  -- never while locked (the grant stays unused)
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
     IF p_ip IS NULL OR p_ip = '' OR p_service IS NULL OR p_service = ''
        OR NOT twofa.use_grant(p_user, p_grant, t) THEN
         RETURN jsonb_build_object('result', 'no-grant');
     END IF;
-    PERFORM 1 FROM twofa.users WHERE name = p_user FOR UPDATE;
     DELETE FROM twofa.devices WHERE user_name = p_user AND host = session_user
         AND service = p_service AND ip = p_ip AND key IS NOT DISTINCT FROM p_key;
     INSERT INTO twofa.devices (id, user_name, host, service, ip, key, created, expires,

@@ -1,0 +1,373 @@
+"""``twofa-fleetd``: one verified connection to the fleet database, served to PAM.
+
+Why a daemon: psycopg2's import and a TLS connect cost ~60 ms, a login's budget
+is a few ms. The daemon keeps one connection (libpq DSN from the policy, a client
+certificate per host) and answers the module (``pam_twofa.fleetclient``) over a
+Unix socket that only uid 0 may use (SO_PEERCRED), one JSON line each way.
+
+The database never makes a login hang: every call runs on a worker thread and
+the request waits at most ``timeout_seconds``; a call that does not finish in time
+abandons that worker and its connection (a hung server never answers) and the
+next call gets a fresh one. A health check runs every few seconds: while the
+database is unreachable, requests are answered ``offline`` at once, and the
+check reconnects as soon as it answers again. The names of enrolled users (never
+a secret) are kept in memory and in ``cache`` so offline answers can say whether
+a user is enrolled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import socket
+import stat
+import struct
+import sys
+import threading
+import time
+
+from pam_twofa import jsonc, totp
+from pam_twofa.store import validate_user_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+MAX_REQUEST = 8192
+MAX_CONNECTIONS = 128
+REQUEST_SECONDS = 5.0  # to send the request line
+HEALTH_SECONDS = 5.0  # between checks while healthy (1 s while not)
+CACHE_SECONDS = 60.0  # between refreshes of the enrolled list
+
+# op -> (SQL, argument names and their kinds); kinds: s = string (max len), i = int,
+# n = string or null. Every value reaches SQL as a bound parameter.
+OPS: dict[str, tuple[str, tuple[tuple[str, str, int], ...]]] = {
+    "check_code": ("SELECT twofa_api.check_code(%s, %s)",
+                   (("user", "u", 0), ("answer", "s", 64))),
+    "skip_device": ("SELECT twofa_api.skip_device(%s, %s, %s, %s)",
+                    (("user", "u", 0), ("service", "s", 64), ("ip", "s", 64),
+                     ("key", "n", 128))),
+    "add_device": ("SELECT twofa_api.add_device(%s, %s, %s, %s, %s)",
+                   (("user", "u", 0), ("grant", "s", 64), ("service", "s", 64),
+                    ("ip", "s", 64), ("key", "n", 128))),
+    "first_seen": ("SELECT jsonb_build_object('first_seen', twofa_api.first_seen(%s))",
+                   (("user", "u", 0),)),
+    "status": ("SELECT twofa_api.status(%s)", (("user", "u", 0),)),
+    "enroll_begin": ("SELECT twofa_api.enroll_begin(%s, %s, %s, %s, %s)",
+                     (("user", "u", 0), ("grant", "n", 64), ("digits", "i", 0),
+                      ("period", "i", 0), ("algorithm", "s", 8))),
+    "enroll_confirm": ("SELECT twofa_api.enroll_confirm(%s, %s)",
+                       (("user", "u", 0), ("code", "s", 64))),
+    "new_recovery_codes": ("SELECT twofa_api.new_recovery_codes(%s, %s)",
+                           (("user", "u", 0), ("grant", "s", 64))),
+}
+
+
+class Offline(Exception):
+    """The database did not answer in time (or refused the connection)."""
+
+
+class BadRequest(Exception):
+    """A request the daemon will not pass on; its text is the error token."""
+
+
+def say(message: str) -> None:
+    """One line to stderr (the journal under systemd); never a code or a secret."""
+    print(f"twofa-fleetd: {message}", file=sys.stderr, flush=True)
+
+
+class Worker:
+    """One thread, one connection, one call at a time; abandoned when a call hangs."""
+
+    def __init__(self, dsn: str, connect_timeout: float) -> None:
+        self.dsn = dsn
+        self.connect_timeout = connect_timeout
+        self.jobs: queue.Queue[tuple[str, tuple[Any, ...], float, list[Any],
+                                     threading.Event]] = queue.Queue()
+        self.conn: Any = None
+        self.abandoned = False  # set when a call hung: run nothing more on it
+        self.thread = threading.Thread(target=self._run, daemon=True, name="fleet-db")
+        self.thread.start()
+
+    def _connect(self) -> Any:
+        import psycopg2
+
+        conn = psycopg2.connect(self.dsn, connect_timeout=max(2, int(self.connect_timeout)),
+                                application_name="twofa-fleetd", keepalives=1,
+                                keepalives_idle=10, keepalives_interval=5,
+                                keepalives_count=3)
+        conn.autocommit = True
+        return conn
+
+    def _run(self) -> None:
+        import psycopg2
+
+        while True:
+            sql, args, deadline, out, done = self.jobs.get()
+            if self.abandoned or time.monotonic() > deadline:
+                out.append(("offline", "given up"))  # nobody waits: never run it late
+                done.set()
+                continue
+            try:
+                if self.conn is None or self.conn.closed:
+                    self.conn = self._connect()
+                with self.conn.cursor() as cur:
+                    cur.execute(sql, args)
+                    out.append(("ok", cur.fetchall()))
+            except psycopg2.OperationalError as exc:
+                out.append(("offline", str(exc).strip().splitlines()[0] if str(exc) else ""))
+                if self.conn is not None:
+                    with contextlib.suppress(Exception):
+                        self.conn.close()
+                self.conn = None
+            except psycopg2.Error as exc:
+                out.append(("error", f"{exc.pgcode or ''} {str(exc).strip()}".strip()))
+            done.set()
+
+    def call(self, sql: str, args: tuple[Any, ...], timeout: float) -> list[Any]:
+        out: list[Any] = []
+        done = threading.Event()
+        self.jobs.put((sql, args, time.monotonic() + timeout, out, done))
+        if not done.wait(timeout):
+            self.abandoned = True
+            raise TimeoutError
+        kind, value = out[0]
+        if kind == "offline":
+            raise Offline(value)
+        if kind == "error":
+            raise RuntimeError(value)
+        rows: list[Any] = value
+        return rows
+
+
+class Backend:
+    """The database as the daemon sees it: calls with a deadline, health, enrolled list."""
+
+    def __init__(self, dsn: str, timeout: float, cache: str | None = None) -> None:
+        self.dsn = dsn
+        self.timeout = timeout
+        self.cache = cache
+        self.lock = threading.Lock()
+        self.worker = Worker(dsn, timeout)
+        self.healthy: bool | None = None  # None: not known yet (the first check says)
+        self.enrolled: frozenset[str] | None = self._read_cache()
+        self.cache_at = 0.0
+        self.stopping = threading.Event()
+
+    def call(self, sql: str, args: tuple[Any, ...], deadline: float) -> list[Any]:
+        """Rows of ``sql``; ``Offline`` when the database cannot answer by ``deadline``."""
+        with self.lock:
+            worker = self.worker
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Offline("no time left")
+        try:
+            return worker.call(sql, args, left)
+        except TimeoutError:
+            with self.lock:
+                if self.worker is worker:  # abandon it: a hung server never answers
+                    self.worker = Worker(self.dsn, self.timeout)
+            self.mark(False, "no answer within the timeout")
+            raise Offline("timeout") from None
+        except Offline as exc:
+            self.mark(False, str(exc))
+            raise
+
+    def mark(self, healthy: bool, why: str = "") -> None:
+        """Remember the database's state; log each change (and the first state)."""
+        if healthy != self.healthy:
+            say("database reachable" if healthy else f"database offline: {why}")
+        self.healthy = healthy
+
+    def check(self) -> bool:
+        """One health check (and the enrolled list when due)."""
+        deadline = time.monotonic() + self.timeout
+        try:
+            self.call("SELECT twofa_api.hello()", (), deadline)
+            self.mark(True)
+            if time.monotonic() - self.cache_at >= CACHE_SECONDS or self.enrolled is None:
+                rows = self.call("SELECT twofa_api.enrolled_users()", (),
+                                 time.monotonic() + self.timeout)
+                self.enrolled = frozenset(r[0] for r in rows)
+                self.cache_at = time.monotonic()
+                self._write_cache()
+            return True
+        except (Offline, RuntimeError):
+            return False
+
+    def health_loop(self) -> None:
+        while not self.stopping.is_set():
+            healthy = self.check()
+            self.stopping.wait(HEALTH_SECONDS if healthy else 1.0)
+
+    def _read_cache(self) -> frozenset[str] | None:
+        if not self.cache:
+            return None
+        try:
+            with open(self.cache, "rb") as f:
+                names = jsonc.loads(f.read())
+            return frozenset(n for n in names if type(n) is str)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _write_cache(self) -> None:
+        if not self.cache or self.enrolled is None:
+            return
+        from pam_twofa import fsutil
+
+        try:
+            fsutil.atomic_write(self.cache, jsonc.dumps(sorted(self.enrolled)).encode())
+        except OSError as exc:
+            say(f"cannot write {self.cache}: {exc}")
+
+
+def parse(line: bytes) -> tuple[str, tuple[Any, ...], str]:
+    """(SQL, bound arguments, user) of one request line; ``BadRequest`` otherwise."""
+    try:
+        request = jsonc.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("bad-request") from None
+    if type(request) is not dict or type(request.get("op")) is not str:
+        raise BadRequest("bad-request")
+    spec = OPS.get(request["op"])
+    if spec is None:
+        raise BadRequest("unknown-op")
+    sql, params = spec
+    if set(request) - {"op"} != {name for name, _k, _n in params}:
+        raise BadRequest("bad-arguments")
+    args: list[Any] = []
+    for name, kind, limit in params:
+        value = request[name]
+        if kind == "u":
+            try:
+                value = validate_user_name(value)
+            except Exception:
+                raise BadRequest("bad-user-name") from None
+        elif kind == "i":
+            if type(value) is not int or not 0 < value <= 3600:
+                raise BadRequest("bad-arguments")
+        elif value is None and kind == "n":
+            pass
+        elif type(value) is not str or len(value) > limit or "\x00" in value:
+            raise BadRequest("bad-arguments")
+        args.append(value)
+    return sql, tuple(args), request["user"]
+
+
+def peer_uid(conn: socket.socket) -> int:
+    size = struct.calcsize("3i")
+    _pid, uid, _gid = struct.unpack(
+        "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size))
+    return int(uid)
+
+
+def read_line(conn: socket.socket, deadline: float) -> bytes:
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BadRequest("timeout")
+        conn.settimeout(left)
+        try:
+            chunk = conn.recv(MAX_REQUEST + 1)
+        except TimeoutError:
+            raise BadRequest("timeout") from None
+        if not chunk:
+            raise BadRequest("bad-request")
+        buf += chunk
+        if len(buf) > MAX_REQUEST:
+            raise BadRequest("too-large")
+    return buf.split(b"\n", 1)[0]
+
+
+class Server:
+    """The Unix socket side: one thread per connection, at most ``MAX_CONNECTIONS``."""
+
+    def __init__(self, backend: Backend, socket_path: str, allowed_uid: int = 0) -> None:
+        self.backend = backend
+        self.socket_path = socket_path
+        self.allowed_uid = allowed_uid
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.sock = listen(socket_path)
+
+    def answer(self, line: bytes) -> dict[str, Any]:
+        sql, args, user = parse(line)
+        started = time.monotonic()
+        if not self.backend.healthy:
+            return self.offline(user)
+        try:
+            rows = self.backend.call(sql, args, started + self.backend.timeout)
+        except Offline:
+            return self.offline(user)
+        except RuntimeError as exc:
+            say(f"database error: {exc}")
+            raise BadRequest("database-error") from None
+        value: dict[str, Any] = rows[0][0]
+        if args and sql.startswith("SELECT twofa_api.enroll_begin") and "secret" in value:
+            value["secret"] = totp.b32encode(bytes.fromhex(value["secret"]))
+        return value
+
+    def offline(self, user: str) -> dict[str, Any]:
+        known = self.backend.enrolled
+        return {"result": "offline", "enrolled": None if known is None else user in known}
+
+    def handle(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                if peer_uid(conn) != self.allowed_uid:
+                    reply: dict[str, Any] = {"error": "not-allowed"}
+                else:
+                    try:
+                        line = read_line(conn, time.monotonic() + REQUEST_SECONDS)
+                        reply = self.answer(line)
+                    except BadRequest as exc:
+                        reply = {"error": str(exc)}
+                conn.settimeout(1.0)
+                conn.sendall((jsonc.dumps(reply) + "\n").encode("ascii"))
+        except OSError:
+            pass  # the client went away
+        finally:
+            self.slots.release()
+
+    def serve_forever(self) -> None:
+        while True:
+            conn, _ = self.sock.accept()
+            if not self.slots.acquire(blocking=False):
+                conn.close()  # full: the client's answer is offline, nothing waits
+                continue
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+
+def listen(path: str) -> socket.socket:
+    """A fresh 0600 socket at ``path`` (a stale socket is replaced, anything else is not)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(f"{path} exists and is not a socket")
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(MAX_CONNECTIONS)
+    return sock
+
+
+def run(dsn: str, timeout: float, socket_path: str, cache: str | None = None,
+        ready: Callable[[], None] | None = None) -> None:
+    """Serve until killed."""
+    backend = Backend(dsn, timeout, cache)
+    server = Server(backend, socket_path)
+    backend.check()  # first connection before the first login, if the database is up
+    threading.Thread(target=backend.health_loop, daemon=True, name="fleet-health").start()
+    say(f"serving {socket_path} ({'online' if backend.healthy else 'offline'})")
+    if ready is not None:
+        ready()
+    server.serve_forever()
