@@ -302,6 +302,7 @@ def main() -> None:
 
 from pam_twofa.cli import (  # noqa: E402
     admin_enroll,  # noqa: F401
+    admin_fleet,  # noqa: F401
     admin_mail,  # noqa: F401
     admin_pam,  # noqa: F401
     admin_trust,  # noqa: F401
