@@ -268,3 +268,23 @@ def test_tls_with_a_client_certificate_per_host(fleet_template: Path, tmp_path: 
         assert free_port() != srv.port
     finally:
         srv.close()
+
+
+def test_the_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
+    unit = (REPO / "systemd" / "pam-twofa-fleetd.service").read_text()
+    assert "ExecStart=/usr/bin/twofa-fleetd --policy /etc/pam-twofa/policy.yaml\n" in unit
+    for needed in ("RuntimeDirectoryMode=0755\n", "RuntimeDirectoryPreserve=yes\n",
+                   "CapabilityBoundingSet=\n", "NoNewPrivileges=yes\n"):
+        assert needed in unit, needed  # the enroll socket shares /run/pam-twofa
+    # verify wants ExecStart's binary to exist: this checkout's module under Debian's python
+    (tmp_path / "pam-twofa-fleetd.service").write_text(unit.replace(
+        "/usr/bin/twofa-fleetd", "/usr/bin/python3 -m pam_twofa.cli.fleetd"))
+    done = subprocess.run(["systemd-analyze", "verify", "--man=no",
+                           str(tmp_path / "pam-twofa-fleetd.service")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true",
+                               str(tmp_path / "pam-twofa-fleetd.service")],
+                              capture_output=True, text=True, timeout=60, check=False)
+    level = float(security.stdout.split("Overall exposure level for")[1].split()[1])
+    assert level <= 2.0, security.stdout

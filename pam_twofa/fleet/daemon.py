@@ -363,6 +363,12 @@ def listen(path: str) -> socket.socket:
 def run(dsn: str, timeout: float, socket_path: str, cache: str | None = None,
         ready: Callable[[], None] | None = None) -> None:
     """Serve until killed."""
+    try:
+        import psycopg2  # noqa: F401 (fail here, clearly, not in a worker thread)
+    except ImportError:
+        from pam_twofa.errors import FleetError
+
+        raise FleetError("python3-psycopg2 is not installed") from None
     backend = Backend(dsn, timeout, cache)
     server = Server(backend, socket_path)
     backend.check()  # first connection before the first login, if the database is up
