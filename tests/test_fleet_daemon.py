@@ -202,6 +202,14 @@ def test_a_server_that_never_answers_gives_offline_in_time(
         th.join(10)
     assert answers == [{"result": "offline", "enrolled": None}] * 8
     assert max(times) < TIMEOUT + SLACK
+    # the health check keeps trying; abandoned calls leave no thread behind
+    time.sleep(8)
+    threads_now = int(Path(f"/proc/{d.proc.pid}/status").read_text()
+                      .split("Threads:")[1].split()[0])
+    assert threads_now <= 5, threads_now  # was 8 and growing before abandon()
+    started = time.monotonic()
+    assert d.check("frank", "1") == {"result": "offline", "enrolled": None}
+    assert time.monotonic() - started < TIMEOUT + SLACK
 
 
 def test_multi_host_dsn_first_host_down_uses_the_second(

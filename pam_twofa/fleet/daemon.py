@@ -84,8 +84,7 @@ class Worker:
     def __init__(self, dsn: str, connect_timeout: float) -> None:
         self.dsn = dsn
         self.connect_timeout = connect_timeout
-        self.jobs: queue.Queue[tuple[str, tuple[Any, ...], float, list[Any],
-                                     threading.Event]] = queue.Queue()
+        self.jobs: queue.Queue[Any] = queue.Queue()  # (sql, args, deadline, out, done)
         self.conn: Any = None
         self.abandoned = False  # set when a call hung: run nothing more on it
         self.thread = threading.Thread(target=self._run, daemon=True, name="fleet-db")
@@ -105,8 +104,12 @@ class Worker:
         import psycopg2
 
         while True:
-            sql, args, deadline, out, done = self.jobs.get()
-            if self.abandoned or time.monotonic() > deadline:
+            job = self.jobs.get()
+            if job is None or self.abandoned:
+                self._finish(job)
+                return
+            sql, args, deadline, out, done = job
+            if time.monotonic() > deadline:
                 out.append(("offline", "given up"))  # nobody waits: never run it late
                 done.set()
                 continue
@@ -118,20 +121,45 @@ class Worker:
                     out.append(("ok", cur.fetchall()))
             except psycopg2.OperationalError as exc:
                 out.append(("offline", str(exc).strip().splitlines()[0] if str(exc) else ""))
-                if self.conn is not None:
-                    with contextlib.suppress(Exception):
-                        self.conn.close()
-                self.conn = None
+                self._close()
             except psycopg2.Error as exc:
                 out.append(("error", f"{exc.pgcode or ''} {str(exc).strip()}".strip()))
             done.set()
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        self.conn = None
+
+    def _finish(self, job: Any) -> None:
+        """Abandoned: answer what is queued as offline, close, let the thread end."""
+        self._close()
+        while job is not None:
+            job[3].append(("offline", "abandoned"))
+            job[4].set()
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                job = None
+
+    def abandon(self) -> None:
+        """Stop using this worker: shut its socket down so a hung call returns, and
+        wake the thread so it ends (no thread or connection is left behind)."""
+        self.abandoned = True
+        conn = self.conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                dup = socket.socket(fileno=os.dup(conn.fileno()))
+                dup.shutdown(socket.SHUT_RDWR)
+                dup.close()
+        self.jobs.put(None)
 
     def call(self, sql: str, args: tuple[Any, ...], timeout: float) -> list[Any]:
         out: list[Any] = []
         done = threading.Event()
         self.jobs.put((sql, args, time.monotonic() + timeout, out, done))
         if not done.wait(timeout):
-            self.abandoned = True
             raise TimeoutError
         kind, value = out[0]
         if kind == "offline":
@@ -167,8 +195,9 @@ class Backend:
             return worker.call(sql, args, left)
         except TimeoutError:
             with self.lock:
-                if self.worker is worker:  # abandon it: a hung server never answers
+                if self.worker is worker:  # a hung server never answers: start afresh
                     self.worker = Worker(self.dsn, self.timeout)
+                    worker.abandon()
             self.mark(False, "no answer within the timeout")
             raise Offline("timeout") from None
         except Offline as exc:
