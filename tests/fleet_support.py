@@ -1,7 +1,7 @@
 """Fleet test support: a prepared fleet database per test, host roles, users.
 
-``fleet_template`` (session) runs initdb once and ``fleet init`` on it with two
-host roles (host1, host2) and an admin role (fleetadmin, in twofa_admin); each
+``fleet_template`` (session) runs initdb once and ``fleet init`` on it with eight
+host roles (host1 .. host8) and an admin role (fleetadmin, in twofa_admin); each
 test's ``fleet_db`` is a fresh copy (~0.3 s) with its own server.
 """
 
@@ -20,7 +20,7 @@ from pam_twofa.fleet import admin
 from pam_twofa.policy import defaults
 from tests.harness.pgserver import PgServer, make_template
 
-HOSTS = ("host1", "host2")
+HOSTS = tuple(f"host{i}" for i in range(1, 9))  # 8 hosts, as in the issue's races
 ADMIN = "fleetadmin"
 
 

@@ -296,3 +296,13 @@ def test_the_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=60, check=False)
     level = float(security.stdout.split("Overall exposure level for")[1].split()[1])
     assert level <= 2.0, security.stdout
+
+
+def test_the_client_loads_only_what_a_login_has(tmp_path: Path) -> None:
+    """A login will load fleetclient: no json, socket, psycopg2 or ssl with it."""
+    probe = ("import sys; before = set(sys.modules); import pam_twofa.fleetclient; "
+             "print(' '.join(sorted(set(sys.modules) - before)))")
+    out = subprocess.run(["/usr/bin/python3", "-S", "-c", probe], cwd=REPO, check=True,
+                         capture_output=True, text=True, timeout=30).stdout.split()
+    assert set(out) <= {"__future__", "pam_twofa", "pam_twofa.fleetclient", "pam_twofa.jsonc",
+                        "pam_twofa.errors", "_json", "_socket"}, out

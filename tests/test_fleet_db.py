@@ -13,7 +13,7 @@ import pytest
 
 from pam_twofa import lockout, totp
 from pam_twofa.policy import defaults
-from tests.fleet_support import ADMIN, FleetDb, check, fleet_db, fleet_template
+from tests.fleet_support import ADMIN, HOSTS, FleetDb, check, fleet_db, fleet_template
 
 __all__ = ["fleet_db", "fleet_template"]
 
@@ -212,7 +212,8 @@ def race(n: int, target: Any) -> list[Any]:
 
 
 def host_conns(db: FleetDb, n: int) -> list[Any]:
-    return [db.connect(("host1", "host2")[i % 2]) for i in range(n)]
+    """``n`` connections spread over the 8 host roles."""
+    return [db.connect(HOSTS[i % len(HOSTS)]) for i in range(n)]
 
 
 def test_64_racers_one_code_exactly_one_success(fleet_db: FleetDb) -> None:
@@ -249,3 +250,14 @@ def test_one_recovery_code_64_racers_exactly_one(fleet_db: FleetDb) -> None:
     results = race(64, lambda i: check(fleet_db, conns[i], "kate", "1234567890")["result"])
     assert results.count("recovery-code") == 1
     assert results.count("bad-code") + results.count("locked") == 63
+
+
+def test_64_wrong_codes_with_the_default_lockout_lock_once(fleet_db: FleetDb) -> None:
+    """Racers that arrive after the lock are refused, not counted: the row lock makes the
+    later UPDATEs re-check ``locked_until`` on the newest row."""
+    fleet_db.enroll("liam")
+    conns = host_conns(fleet_db, 64)
+    results = race(64, lambda i: check(fleet_db, conns[i], "liam", "000000")["result"])
+    assert results.count("bad-code") == 5 and results.count("locked") == 59
+    row = fleet_db.row("liam")
+    assert row["failures"] == 5 and row["lock_level"] == 1
