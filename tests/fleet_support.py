@@ -8,6 +8,8 @@ test's ``fleet_db`` is a fresh copy (~0.3 s) with its own server.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,14 @@ from typing import Any
 import psycopg2
 import pytest
 
-from pam_twofa import totp
+from pam_twofa import fleetclient, totp
 from pam_twofa.fleet import admin
 from pam_twofa.policy import defaults
 from tests.harness.pgserver import PgServer, make_template
 
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT = 1.0  # store.postgresql.timeout_seconds of the test daemons
+SLACK = 0.5  # what the client waits beyond it
 HOSTS = tuple(f"host{i}" for i in range(1, 9))  # 8 hosts, as in the issue's races
 ADMIN = "fleetadmin"
 
@@ -116,3 +121,58 @@ def fleet_db(fleet_template: Path) -> Iterator[FleetDb]:
 def check(db: FleetDb, conn: Any, user: str, answer: str) -> dict[str, Any]:
     value: dict[str, Any] = db.call(conn, "SELECT twofa_api.check_code(%s, %s)", user, answer)
     return value
+
+
+class Daemon:
+    """``twofa-fleetd`` for one host; ``ask`` is the login's client call."""
+
+    def __init__(self, tmp: Path, name: str, dsn: str) -> None:
+        self.dir = tmp / name
+        self.dir.mkdir(mode=0o700)
+        self.socket = str(self.dir / "fleetd.sock")
+        policy = self.dir / "policy.yaml"
+        policy.write_text("store:\n  backend: postgresql\n  postgresql:\n"
+                          f"    dsn: \"{dsn}\"\n    timeout_seconds: {TIMEOUT}\n")
+        policy.chmod(0o600)
+        self.log = open(self.dir / "log", "w+")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", "-m", "pam_twofa.cli.fleetd", "--policy", str(policy),
+             "--socket", self.socket, "--cache", str(self.dir / "enrolled.json")],
+            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while not self.serving():
+            assert self.proc.poll() is None, self.output()
+            assert time.monotonic() < deadline, self.output()
+            time.sleep(0.02)
+
+    def serving(self) -> bool:
+        self.log.seek(0)
+        return "serving" in self.log.read()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def check(self, user: str, answer: str) -> dict[str, Any]:
+        return fleetclient.check_code(self.socket, TIMEOUT + SLACK, user, answer)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Daemons a test starts (``start``); all killed at its end."""
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.stop()
+
+
+def start(daemons: list[Daemon], tmp: Path, name: str, dsn: str) -> Daemon:
+    """``twofa-fleetd`` as host ``name`` (a dir of its own under ``tmp``) on ``dsn``."""
+    d = Daemon(tmp, name, dsn)
+    daemons.append(d)
+    return d

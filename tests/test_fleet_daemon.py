@@ -17,68 +17,22 @@ import trustme
 
 from pam_twofa import fleetclient, totp
 from pam_twofa.errors import FleetError
-from tests.fleet_support import FleetDb, fleet_db, fleet_template
+from tests.fleet_support import (
+    SLACK,
+    TIMEOUT,
+    Daemon,
+    FleetDb,
+    daemons,
+    fleet_db,
+    fleet_template,
+    start,
+)
 from tests.harness import rundir
 from tests.harness.pgserver import PgServer, free_port
 
-__all__ = ["fleet_db", "fleet_template"]
+__all__ = ["daemons", "fleet_db", "fleet_template"]
 
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUT = 1.0
-SLACK = 0.5
-
-
-class Daemon:
-    """``twofa-fleetd`` for one host; ``ask`` is the login's client call."""
-
-    def __init__(self, tmp: Path, name: str, dsn: str) -> None:
-        self.dir = tmp / name
-        self.dir.mkdir(mode=0o700)
-        self.socket = str(self.dir / "fleetd.sock")
-        policy = self.dir / "policy.yaml"
-        policy.write_text("store:\n  backend: postgresql\n  postgresql:\n"
-                          f"    dsn: \"{dsn}\"\n    timeout_seconds: {TIMEOUT}\n")
-        policy.chmod(0o600)
-        self.log = open(self.dir / "log", "w+")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            ["/usr/bin/python3", "-m", "pam_twofa.cli.fleetd", "--policy", str(policy),
-             "--socket", self.socket, "--cache", str(self.dir / "enrolled.json")],
-            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while not self.serving():
-            assert self.proc.poll() is None, self.output()
-            assert time.monotonic() < deadline, self.output()
-            time.sleep(0.02)
-
-    def serving(self) -> bool:
-        self.log.seek(0)
-        return "serving" in self.log.read()
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def check(self, user: str, answer: str) -> dict[str, Any]:
-        return fleetclient.check_code(self.socket, TIMEOUT + SLACK, user, answer)
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait(5)
-        self.log.close()
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.stop()
-
-
-def start(daemons: list[Daemon], tmp: Path, name: str, dsn: str) -> Daemon:
-    d = Daemon(tmp, name, dsn)
-    daemons.append(d)
-    return d
 
 
 def code_now(secret: str) -> str:
