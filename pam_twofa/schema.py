@@ -93,6 +93,24 @@ class Str(Check):
         return value
 
 
+class Conninfo(Str):
+    """A libpq conninfo string without a password in it (the policy is not a secret
+    store: client certificates, or ``passfile=`` naming a root-only file)."""
+
+    def __call__(self, value: object) -> str | None:
+        text = super().__call__(value)
+        if text is None:
+            return None
+        import re
+
+        if (re.search(r"(?:^|\s)password\s*=", text)
+                or re.match(r"postgres(?:ql)?://[^/@]*:[^/@]*@", text)
+                or re.search(r"[?&]password=", text)):
+            raise Invalid("must not hold a password: use a client certificate, or "
+                          "passfile= naming a file only root can read")
+        return text
+
+
 class Names(Check):
     """A list of user/group names (or other plain tokens), kept as a ``NameSet``."""
 
@@ -256,11 +274,11 @@ SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
                           "where user state lives: file (this host's state directory) or "
                           "postgresql (the fleet database, through twofa-fleetd)"),
         "postgresql": Nested({
-            "dsn": Str(None, "libpq conninfo twofa-fleetd connects with as this host's "
+            "dsn": Conninfo(None, "libpq conninfo twofa-fleetd connects with as this host's "
                              "role (client certificate; no password inline), e.g. "
                              "'host=db1,db2 dbname=twofa user=HOST sslmode=verify-full "
                              "target_session_attrs=read-write'"),
-            "admin_dsn": Str(None, "libpq conninfo of a twofa_admin role, for twofa-admin"),
+            "admin_dsn": Conninfo(None, "libpq conninfo of a twofa_admin role, for twofa-admin"),
             "socket": Str("/run/pam-twofa/fleetd.sock",
                           "Unix socket where twofa-fleetd serves the module"),
             "timeout_seconds": Num(2, 1, 30, "longest wait for the database; a login "

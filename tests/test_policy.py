@@ -389,6 +389,10 @@ def test_store_postgresql_keys_are_strict_with_lines(tmp_path: Path) -> None:
                                    "with failmode: safe",
         "store:\n  backend: postgresql\n": "p.yaml:1: store.postgresql needs dsn",
         "store:\n  postgresql: 3\n": "p.yaml:2: store.postgresql must be a mapping",
+        good + "    admin_dsn: host=db user=adm password=hunter2\n":
+            "p.yaml:6: store.postgresql.admin_dsn must not hold a password",
+        good.replace("dsn: host=db", "dsn: postgresql://web1:pw@db/twofa #"):
+            "p.yaml:4: store.postgresql.dsn must not hold a password",
     }
     for text, message in cases.items():
         with pytest.raises(PolicyErrors) as info:
