@@ -110,6 +110,17 @@ def test_database_stopped_answers_offline_in_time_then_recovers(
     assert fleet_db.row("dave")["failures"] == 1
 
 
+def test_a_database_restart_between_logins_costs_no_offline_answer(
+        fleet_db: FleetDb, tmp_path: Path, daemons: list[Daemon]) -> None:
+    secret = fleet_db.enroll("ella")
+    d1 = start(daemons, tmp_path, "h1", fleet_db.server.dsn("host1"))
+    assert d1.check("ella", "000000")["failures"] == 1
+    fleet_db.server.stop("fast")
+    fleet_db.server.start()  # the daemon's connection is dead; its health check is 5 s off
+    assert d1.check("ella", code_now(secret))["result"] == "ok"
+    assert "offline" not in d1.output()
+
+
 @pytest.fixture
 def hung_server() -> Iterator[int]:
     """A TCP server that accepts and never says a word."""

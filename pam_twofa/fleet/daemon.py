@@ -113,17 +113,26 @@ class Worker:
                 out.append(("offline", "given up"))  # nobody waits: never run it late
                 done.set()
                 continue
-            try:
-                if self.conn is None or self.conn.closed:
-                    self.conn = self._connect()
-                with self.conn.cursor() as cur:
-                    cur.execute(sql, args)
-                    out.append(("ok", cur.fetchall()))
-            except psycopg2.OperationalError as exc:
-                out.append(("offline", str(exc).strip().splitlines()[0] if str(exc) else ""))
-                self._close()
-            except psycopg2.Error as exc:
-                out.append(("error", f"{exc.pgcode or ''} {str(exc).strip()}".strip()))
+            for attempt in (1, 2):
+                fresh = self.conn is None or self.conn.closed
+                try:
+                    if fresh:
+                        self.conn = self._connect()
+                    with self.conn.cursor() as cur:
+                        cur.execute(sql, args)
+                        out.append(("ok", cur.fetchall()))
+                    break
+                except psycopg2.OperationalError as exc:
+                    self._close()
+                    # A connection that broke since its last use (a restart, a failover)
+                    # gets one fresh try. If the lost call had run, the retry can only
+                    # be refused (a replay) or count one failure more: never let in.
+                    if fresh or attempt == 2 or time.monotonic() > deadline:
+                        out.append(("offline", str(exc).strip().split("\n")[0]))
+                        break
+                except psycopg2.Error as exc:
+                    out.append(("error", f"{exc.pgcode or ''} {str(exc).strip()}".strip()))
+                    break
             done.set()
 
     def _close(self) -> None:
