@@ -202,13 +202,20 @@ def test_only_root_may_ask_and_requests_are_checked(
     assert "not-allowed" in out
     for bad in ({"op": "drop_table"}, {"op": "status", "user": "../x"},
                 {"op": "status", "user": "a", "extra": 1},
-                {"op": "check_code", "user": "a", "answer": "1" * 65}):
+                {"op": "check_code", "user": "a", "answer": "1" * 1025},
+                {"op": "skip_device", "user": "a", "service": "sshd", "ip": "\udcff",
+                 "key": None}):
         with pytest.raises(FleetError):
             fleetclient.request(d.socket, 2, **bad)  # type: ignore[arg-type]
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(d.socket)
         s.sendall(b"x" * 10000)
         assert b"too-large" in s.recv(999)
+    # hostile answers are wrong answers, counted, and the daemon serves on
+    fleet_db.enroll("root")
+    for answer in ("\udcff\udcfe123456", "9" * 1024, "\u0663" * 6, "1\n2"):
+        assert d.check("root", answer)["result"] == "bad-code", answer
+    assert fleet_db.row("root")["failures"] == 4
 
 
 def test_tls_with_a_client_certificate_per_host(fleet_template: Path, tmp_path: Path,

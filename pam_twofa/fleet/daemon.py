@@ -41,11 +41,13 @@ REQUEST_SECONDS = 5.0  # to send the request line
 HEALTH_SECONDS = 5.0  # between checks while healthy (1 s while not)
 CACHE_SECONDS = 60.0  # between refreshes of the enrolled list
 
-# op -> (SQL, argument names and their kinds); kinds: s = string (max len), i = int,
-# n = string or null. Every value reaches SQL as a bound parameter.
+# op -> (SQL, argument names and their kinds); kinds: u = user name, s = string (max
+# len), n = string or null, i = int, a = an answer typed by someone (max len; what is
+# not UTF-8 becomes U+FFFD: hostile input is a wrong answer, counted, not a refused
+# request). Every value reaches SQL as a bound parameter.
 OPS: dict[str, tuple[str, tuple[tuple[str, str, int], ...]]] = {
     "check_code": ("SELECT twofa_api.check_code(%s, %s)",
-                   (("user", "u", 0), ("answer", "s", 64))),
+                   (("user", "u", 0), ("answer", "a", 1024))),
     "skip_device": ("SELECT twofa_api.skip_device(%s, %s, %s, %s)",
                     (("user", "u", 0), ("service", "s", 64), ("ip", "s", 64),
                      ("key", "n", 128))),
@@ -59,7 +61,7 @@ OPS: dict[str, tuple[str, tuple[tuple[str, str, int], ...]]] = {
                      (("user", "u", 0), ("grant", "n", 64), ("digits", "i", 0),
                       ("period", "i", 0), ("algorithm", "s", 8))),
     "enroll_confirm": ("SELECT twofa_api.enroll_confirm(%s, %s)",
-                       (("user", "u", 0), ("code", "s", 64))),
+                       (("user", "u", 0), ("code", "a", 1024))),
     "new_recovery_codes": ("SELECT twofa_api.new_recovery_codes(%s, %s)",
                            (("user", "u", 0), ("grant", "s", 64))),
 }
@@ -132,6 +134,9 @@ class Worker:
                         break
                 except psycopg2.Error as exc:
                     out.append(("error", f"{exc.pgcode or ''} {str(exc).strip()}".strip()))
+                    break
+                except Exception as exc:  # a bug: this call fails, the worker lives on
+                    out.append(("error", f"{type(exc).__name__}: {exc}"))
                     break
             done.set()
 
@@ -290,6 +295,13 @@ def parse(line: bytes) -> tuple[str, tuple[Any, ...], str]:
             pass
         elif type(value) is not str or len(value) > limit or "\x00" in value:
             raise BadRequest("bad-arguments")
+        elif kind == "a":
+            value = value.encode("utf-8", "replace").decode("utf-8")
+        else:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest("bad-arguments") from None
         args.append(value)
     return sql, tuple(args), request["user"]
 
