@@ -121,3 +121,15 @@ def new_recovery_codes(socket_path: str, timeout: float, user: str,
                        grant: str) -> dict[str, Any]:
     """Ten new recovery codes (``ok``: ``codes``), old ones void; needs a ``grant``."""
     return request(socket_path, timeout, "new_recovery_codes", user=user, grant=grant)
+
+
+def devices(socket_path: str, timeout: float, user: str) -> dict[str, Any]:
+    """``{"devices": [{id, service, ip, key, created, expires, last_used, expired}]}``:
+    the user's trusted devices on this host."""
+    return request(socket_path, timeout, "devices", user=user)
+
+
+def revoke_device(socket_path: str, timeout: float, user: str,
+                  device_id: str | None) -> dict[str, Any]:
+    """``{"revoked": N}``: one of the user's devices on this host, or all with None."""
+    return request(socket_path, timeout, "revoke_device", user=user, id=device_id)

@@ -68,6 +68,8 @@ def test_enrollment_through_the_daemon(fleet_db: FleetDb, tmp_path: Path,
     first = fleetclient.first_seen(d1.socket, 2, "carol")["first_seen"]
     assert abs(first - time.time()) < 5
     assert fleetclient.first_seen(d1.socket, 2, "carol")["first_seen"] == first
+    assert fleetclient.devices(d1.socket, 2, "bob") == {"devices": []}
+    assert fleetclient.revoke_device(d1.socket, 2, "bob", None) == {"revoked": 0}
 
 
 def test_64_concurrent_logins_through_two_daemons(fleet_db: FleetDb, tmp_path: Path,

@@ -261,3 +261,24 @@ def test_64_wrong_codes_with_the_default_lockout_lock_once(fleet_db: FleetDb) ->
     assert results.count("bad-code") == 5 and results.count("locked") == 59
     row = fleet_db.row("liam")
     assert row["failures"] == 5 and row["lock_level"] == 1
+
+
+def test_devices_listed_and_revoked_per_host_and_by_the_admin(fleet_db: FleetDb) -> None:
+    secret = fleet_db.enroll("mona")
+    h1, h2 = fleet_db.connect("host1"), fleet_db.connect("host2")
+    add = "SELECT twofa_api.add_device('mona', %s, 'sshd', %s, NULL)"
+    g1 = check(fleet_db, h1, "mona", now_code(secret))["grant"]
+    assert fleet_db.call(h1, add, g1, "192.0.2.1")["result"] == "ok"
+    g2 = check(fleet_db, h2, "mona", now_code(secret, 1))["grant"]
+    assert fleet_db.call(h2, add, g2, "192.0.2.2")["result"] == "ok"
+    listed = fleet_db.call(h1, "SELECT twofa_api.devices('mona')")
+    assert [d["ip"] for d in listed] == ["192.0.2.1"]  # this host's only
+    assert fleet_db.call(h2, "SELECT twofa_api.revoke_device('mona', %s)", listed[0]["id"]) == 0
+    admin = fleet_db.connect(ADMIN)
+    every = fleet_db.call(admin, "SELECT twofa_api.admin_devices('mona')")
+    assert sorted((d["host"], d["ip"]) for d in every) == [("host1", "192.0.2.1"),
+                                                          ("host2", "192.0.2.2")]
+    assert fleet_db.call(h1, "SELECT twofa_api.revoke_device('mona', NULL)") == 1
+    assert fleet_db.call(admin, "SELECT twofa_api.admin_revoke_devices('mona', NULL)") == 1
+    assert fleet_db.call(admin, "SELECT twofa_api.admin_set_email('mona', 'm@example.org')")
+    assert fleet_db.call(h1, "SELECT twofa_api.status('mona')")["email"] is True

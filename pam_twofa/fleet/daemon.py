@@ -64,6 +64,10 @@ OPS: dict[str, tuple[str, tuple[tuple[str, str, int], ...]]] = {
                        (("user", "u", 0), ("code", "a", 1024))),
     "new_recovery_codes": ("SELECT twofa_api.new_recovery_codes(%s, %s)",
                            (("user", "u", 0), ("grant", "s", 64))),
+    "devices": ("SELECT jsonb_build_object('devices', twofa_api.devices(%s))",
+                (("user", "u", 0),)),
+    "revoke_device": ("SELECT jsonb_build_object('revoked', twofa_api.revoke_device(%s, %s))",
+                      (("user", "u", 0), ("id", "n", 64))),
 }
 
 

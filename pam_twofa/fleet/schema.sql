@@ -485,6 +485,27 @@ BEGIN
     RETURN jsonb_build_object('result', 'ok', 'codes', to_jsonb(codes));
 END $$;
 
+-- This host's trusted devices of a user (``twofa-enroll devices``), and revoking one.
+CREATE OR REPLACE FUNCTION twofa_api.devices(p_user text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+        'id', id, 'service', service, 'ip', ip, 'key', key, 'created', twofa.epoch(created),
+        'expires', twofa.epoch(expires), 'last_used', twofa.epoch(last_used),
+        'expired', expires <= clock_timestamp()) ORDER BY created), '[]')
+    FROM twofa.devices WHERE user_name = p_user AND host = session_user
+$$;
+
+CREATE OR REPLACE FUNCTION twofa_api.revoke_device(p_user text, p_id text) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    DELETE FROM twofa.devices WHERE user_name = p_user AND host = session_user
+        AND (p_id IS NULL OR id = p_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
 -- ---------------------------------------------------------------- admin functions
 
 -- Bring one user in from a file store: 'added', 'same' (that secret already), or
@@ -554,6 +575,36 @@ BEGIN
     RETURN FOUND;
 END $$;
 
+CREATE OR REPLACE FUNCTION twofa_api.admin_set_email(p_user text, p_email text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+BEGIN
+    UPDATE twofa.users SET email = p_email WHERE name = p_user AND enrolled;
+    RETURN FOUND;
+END $$;
+
+-- Every host's devices of a user (twofa-admin trust list), and revoking them.
+CREATE OR REPLACE FUNCTION twofa_api.admin_devices(p_user text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+        'id', id, 'host', host, 'service', service, 'ip', ip, 'key', key,
+        'created', twofa.epoch(created), 'expires', twofa.epoch(expires),
+        'last_used', twofa.epoch(last_used), 'expired', expires <= clock_timestamp())
+        ORDER BY created), '[]')
+    FROM twofa.devices WHERE user_name = p_user
+$$;
+
+CREATE OR REPLACE FUNCTION twofa_api.admin_revoke_devices(p_user text, p_id text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    DELETE FROM twofa.devices WHERE user_name = p_user AND (p_id IS NULL OR id = p_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
 CREATE OR REPLACE FUNCTION twofa_api.admin_status() RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
     SELECT jsonb_build_object(
@@ -591,6 +642,8 @@ GRANT EXECUTE ON FUNCTION
     twofa_api.enroll_begin(text, text, integer, integer, text),
     twofa_api.enroll_confirm(text, text),
     twofa_api.new_recovery_codes(text, text),
+    twofa_api.devices(text),
+    twofa_api.revoke_device(text, text),
     twofa_api.hello()
 TO twofa_host;
 GRANT EXECUTE ON FUNCTION
@@ -598,6 +651,9 @@ GRANT EXECUTE ON FUNCTION
     twofa_api.admin_set_recovery_codes(text, text[]),
     twofa_api.admin_reset(text),
     twofa_api.admin_unlock(text),
+    twofa_api.admin_set_email(text, text),
+    twofa_api.admin_devices(text),
+    twofa_api.admin_revoke_devices(text, text),
     twofa_api.admin_status(),
     twofa_api.status(text),
     twofa_api.enrolled_users()
