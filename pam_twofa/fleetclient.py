@@ -123,6 +123,20 @@ def new_recovery_codes(socket_path: str, timeout: float, user: str,
     return request(socket_path, timeout, "new_recovery_codes", user=user, grant=grant)
 
 
+def emergency_begin(socket_path: str, timeout: float, user: str) -> dict[str, Any]:
+    """A new emergency code for this host to mail (voids the last one): ``ok``: ``code``,
+    ``email``, ``expires``; else ``no-email``, ``email-changed`` (``until``),
+    ``send-limit``, ``locked``, ``suspended``, ``not-enrolled``."""
+    return request(socket_path, timeout, "emergency_begin", user=user)
+
+
+def emergency_check(socket_path: str, timeout: float, user: str,
+                    answer: str) -> dict[str, Any]:
+    """The emergency code typed: ``emergency-code`` (``email``: the address to notify)
+    once; else ``bad-emergency-code`` counted like ``check_code``'s ``bad-code``."""
+    return request(socket_path, timeout, "emergency_check", user=user, answer=answer)
+
+
 def devices(socket_path: str, timeout: float, user: str) -> dict[str, Any]:
     """``{"devices": [{id, service, ip, key, created, expires, last_used, expired}]}``:
     the user's trusted devices on this host."""

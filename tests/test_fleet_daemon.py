@@ -69,6 +69,9 @@ def test_enrollment_through_the_daemon(fleet_db: FleetDb, tmp_path: Path,
     assert abs(first - time.time()) < 5
     assert fleetclient.first_seen(d1.socket, 2, "carol")["first_seen"] == first
     assert fleetclient.devices(d1.socket, 2, "bob") == {"devices": []}
+    assert fleetclient.emergency_begin(d1.socket, 2, "bob") == {"result": "no-email"}
+    wrong = fleetclient.emergency_check(d1.socket, 2, "bob", "12345678")
+    assert wrong["result"] == "bad-emergency-code" and wrong["failures"] == 1
     assert fleetclient.revoke_device(d1.socket, 2, "bob", None) == {"revoked": 0}
 
 

@@ -282,3 +282,29 @@ def test_devices_listed_and_revoked_per_host_and_by_the_admin(fleet_db: FleetDb)
     assert fleet_db.call(admin, "SELECT twofa_api.admin_revoke_devices('mona', NULL)") == 1
     assert fleet_db.call(admin, "SELECT twofa_api.admin_set_email('mona', 'm@example.org')")
     assert fleet_db.call(h1, "SELECT twofa_api.status('mona')")["email"] is True
+
+
+def test_emergency_codes_once_budgeted_and_counted(fleet_db: FleetDb) -> None:
+    fleet_db.settings(max_sends_per_hour=2)
+    fleet_db.enroll("nina")
+    h1, h2 = fleet_db.connect("host1"), fleet_db.connect("host2")
+    begin, use = "SELECT twofa_api.emergency_begin(%s)", "SELECT twofa_api.emergency_check(%s, %s)"
+    assert fleet_db.call(h1, begin, "nina") == {"result": "no-email"}
+    admin = fleet_db.connect(ADMIN)
+    assert fleet_db.call(admin, "SELECT twofa_api.admin_set_email('nina', 'n@example.org')")
+    first = fleet_db.call(h1, begin, "nina")
+    assert first["result"] == "ok" and first["email"] == "n@example.org"
+    assert len(first["code"]) == 8 and first["code"].isdigit()
+    second = fleet_db.call(h1, begin, "nina")["code"]  # voids the first
+    assert fleet_db.call(h1, begin, "nina") == {"result": "send-limit"}
+    wrong = fleet_db.call(h2, use, "nina", first["code"])
+    assert wrong["result"] == "bad-emergency-code" and wrong["failures"] == 1
+    spaced = f"{second[:4]} {second[4:]}"
+    assert fleet_db.call(h2, use, "nina", spaced) == {"result": "emergency-code",
+                                                      "email": "n@example.org"}
+    assert fleet_db.row("nina")["failures"] == 0
+    assert fleet_db.call(h2, use, "nina", second)["result"] == "bad-emergency-code"  # once
+    for _ in range(4):
+        last = fleet_db.call(h1, use, "nina", "00000000")
+    assert last["locked_until"] is not None and last["email_address"] == "n@example.org"
+    assert fleet_db.call(h1, begin, "nina")["result"] == "locked"

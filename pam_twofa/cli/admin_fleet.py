@@ -39,8 +39,8 @@ def fleet_group() -> None:
 @click.option("--dsn", help=DSN_HELP)
 @pass_admin
 def fleet_init(admin: Admin, dsn: str | None) -> None:
-    """Create or upgrade the schema, functions and roles; copy the policy's window and
-    lockout settings into the database (idempotent)."""
+    """Create or upgrade the schema, functions and roles; copy the policy's window,
+    lockout, trust and emergency settings into the database (idempotent)."""
 
     def body() -> None:
         from pam_twofa.fleet import admin as fleet

@@ -58,6 +58,10 @@ def settings_of(policy: Policy) -> dict[str, int]:
         "trust_days": policy.trusted_devices.days,
         "trust_max_per_user": policy.trusted_devices.max_per_user,
         "pending_seconds": policy.enrollment.pending_ttl_seconds,
+        "emergency_digits": policy.emergency.code_digits,
+        "emergency_ttl_seconds": policy.emergency.ttl_seconds,
+        "max_sends_per_hour": policy.emergency.max_sends_per_hour,
+        "after_email_change_hours": policy.emergency.after_email_change_hours,
     }
 
 

@@ -105,8 +105,21 @@ CREATE TABLE IF NOT EXISTS twofa.users (
     pending_until timestamptz,
     CHECK (NOT enrolled OR secret IS NOT NULL)
 );
--- Added after the first release: older databases get them here (upgrade by re-running).
+-- Added after the first layout: older databases get them here (upgrade by re-running).
 ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS suspended boolean NOT NULL DEFAULT false;
+-- Emergency codes by mail: only a MAC (pepper) of the one live code; the mails sent.
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS emergency_mac bytea;
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS emergency_expires timestamptz;
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS sends timestamptz[] NOT NULL DEFAULT '{}';
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS email_changed_at timestamptz;
+ALTER TABLE twofa.settings ADD COLUMN IF NOT EXISTS emergency_digits integer NOT NULL
+    DEFAULT 8 CHECK (emergency_digits BETWEEN 6 AND 12);
+ALTER TABLE twofa.settings ADD COLUMN IF NOT EXISTS emergency_ttl_seconds integer NOT NULL
+    DEFAULT 600 CHECK (emergency_ttl_seconds BETWEEN 60 AND 3600);
+ALTER TABLE twofa.settings ADD COLUMN IF NOT EXISTS max_sends_per_hour integer NOT NULL
+    DEFAULT 3 CHECK (max_sends_per_hour BETWEEN 1 AND 100);
+ALTER TABLE twofa.settings ADD COLUMN IF NOT EXISTS after_email_change_hours integer NOT NULL
+    DEFAULT 24 CHECK (after_email_change_hours BETWEEN 0 AND 720);
 
 CREATE TABLE IF NOT EXISTS twofa.recovery_codes (
     user_name text NOT NULL REFERENCES twofa.users (name) ON DELETE CASCADE,
@@ -231,6 +244,43 @@ BEGIN
     RETURN FOUND;
 END $$;
 
+-- One wrong answer, in one statement: counted, progressive lock, suspension at
+-- max_consecutive_failures. Not counted while locked, suspended or not enrolled.
+CREATE OR REPLACE FUNCTION twofa.count_failure(p_user text, t timestamptz, s twofa.settings,
+                                               reason text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = twofa, pg_temp AS $$
+DECLARE
+    u twofa.users;
+BEGIN
+    UPDATE twofa.users AS x SET
+        failures = x.failures + 1,
+        suspended = x.failures + 1 >= s.max_consecutive_failures,
+        lock_level = x.lock_level + CASE WHEN x.lock_level > 0 OR cardinality(twofa.recent(
+            x.recent_failures, t, s.interval_seconds, s.max_failures)) >= s.max_failures
+            THEN 1 ELSE 0 END,
+        locked_until = CASE WHEN x.lock_level > 0 OR cardinality(twofa.recent(
+            x.recent_failures, t, s.interval_seconds, s.max_failures)) >= s.max_failures
+            THEN t + make_interval(secs => least(
+                s.lock_seconds * 2::numeric ^ least(x.lock_level, 62), s.max_lock_seconds))
+            ELSE x.locked_until END,
+        recent_failures = CASE WHEN x.lock_level > 0 OR cardinality(twofa.recent(
+            x.recent_failures, t, s.interval_seconds, s.max_failures)) >= s.max_failures
+            THEN '{}' ELSE twofa.recent(x.recent_failures, t, s.interval_seconds,
+                                         s.max_failures) END
+    WHERE x.name = p_user AND x.enrolled AND NOT x.suspended AND x.locked_until <= t
+    RETURNING x.* INTO u;
+    IF NOT FOUND THEN  -- locked, suspended or reset meanwhile: not counted
+        SELECT * INTO u FROM twofa.users WHERE name = p_user;
+        RETURN coalesce(twofa.refusal(u, t), jsonb_build_object('result', reason));
+    END IF;
+    RETURN jsonb_build_object(
+        'result', reason, 'failures', u.failures, 'suspended', u.suspended,
+        'locked_until', CASE WHEN u.locked_until > t THEN twofa.epoch(u.locked_until) END,
+        'email', u.email IS NOT NULL,
+        -- the address only when this failure locks or suspends: the host mails the owner
+        'email_address', CASE WHEN u.locked_until > t OR u.suspended THEN u.email END);
+END $$;
+
 -- ---------------------------------------------------------------- host functions
 
 -- One login's answer: a TOTP code (replay = compare-and-set on last_step), else a
@@ -287,31 +337,7 @@ BEGIN
             RETURN jsonb_build_object('result', 'recovery-code', 'left', left_codes);
         END IF;
     END IF;
-    UPDATE twofa.users AS x SET
-        failures = x.failures + 1,
-        suspended = x.failures + 1 >= s.max_consecutive_failures,
-        lock_level = x.lock_level + CASE WHEN x.lock_level > 0 OR cardinality(twofa.recent(
-            x.recent_failures, t, s.interval_seconds, s.max_failures)) >= s.max_failures
-            THEN 1 ELSE 0 END,
-        locked_until = CASE WHEN x.lock_level > 0 OR cardinality(twofa.recent(
-            x.recent_failures, t, s.interval_seconds, s.max_failures)) >= s.max_failures
-            THEN t + make_interval(secs => least(
-                s.lock_seconds * 2::numeric ^ least(x.lock_level, 62), s.max_lock_seconds))
-            ELSE x.locked_until END,
-        recent_failures = CASE WHEN x.lock_level > 0 OR cardinality(twofa.recent(
-            x.recent_failures, t, s.interval_seconds, s.max_failures)) >= s.max_failures
-            THEN '{}' ELSE twofa.recent(x.recent_failures, t, s.interval_seconds,
-                                         s.max_failures) END
-    WHERE x.name = p_user AND x.enrolled AND NOT x.suspended AND x.locked_until <= t
-    RETURNING x.* INTO u;
-    IF NOT FOUND THEN  -- locked, suspended or reset meanwhile: not counted
-        SELECT * INTO u FROM twofa.users WHERE name = p_user;
-        RETURN coalesce(twofa.refusal(u, t), jsonb_build_object('result', 'bad-code'));
-    END IF;
-    RETURN jsonb_build_object(
-        'result', 'bad-code', 'failures', u.failures, 'suspended', u.suspended,
-        'locked_until', CASE WHEN u.locked_until > t THEN twofa.epoch(u.locked_until) END,
-        'email', u.email IS NOT NULL);
+    RETURN twofa.count_failure(p_user, t, s, 'bad-code');
 END $$;
 
 -- A trusted device skips the code: bound to this host, the PAM service, the client IP
@@ -506,6 +532,85 @@ BEGIN
     RETURN n;
 END $$;
 
+-- The user asked for an emergency code by mail: a fresh code (voiding the last one),
+-- its MAC kept, the send counted against the hourly budget. The code and address go
+-- to this host, which mails it.
+CREATE OR REPLACE FUNCTION twofa_api.emergency_begin(p_user text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    s twofa.settings;
+    u twofa.users;
+    refused jsonb;
+    recent timestamptz[];
+    code text;
+BEGIN
+    SELECT * INTO s FROM twofa.settings;
+    SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    refused := twofa.refusal(u, t);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    IF u.email IS NULL THEN
+        RETURN jsonb_build_object('result', 'no-email');
+    END IF;
+    IF u.email_changed_at IS NOT NULL
+       AND t < u.email_changed_at + make_interval(hours => s.after_email_change_hours) THEN
+        RETURN jsonb_build_object('result', 'email-changed', 'until', twofa.epoch(
+            u.email_changed_at + make_interval(hours => s.after_email_change_hours)));
+    END IF;
+    SELECT coalesce(array_agg(x ORDER BY x), '{}') INTO recent FROM unnest(u.sends) AS x
+    WHERE t - x < interval '1 hour' AND x <= t + interval '1 minute';
+    IF cardinality(recent) >= s.max_sends_per_hour THEN
+        UPDATE twofa.users SET sends = recent WHERE name = p_user;
+        RETURN jsonb_build_object('result', 'send-limit');
+    END IF;
+    code := lpad(((('x' || encode(twofa.gen_random_bytes(8), 'hex'))::bit(64)::bigint
+                   & 9223372036854775807) % (10::numeric ^ s.emergency_digits)::bigint)::text,
+                 s.emergency_digits, '0');
+    UPDATE twofa.users SET sends = recent || t,
+           emergency_mac = twofa.hmac(convert_to(p_user || ':' || code, 'UTF8'), s.pepper,
+                                      'sha256'),
+           emergency_expires = t + make_interval(secs => s.emergency_ttl_seconds)
+    WHERE name = p_user;
+    RETURN jsonb_build_object('result', 'ok', 'code', code, 'email', u.email,
+                              'expires', twofa.epoch(t + make_interval(
+                                  secs => s.emergency_ttl_seconds)));
+END $$;
+
+-- The emergency code typed: accepted once before it expires; a wrong one is counted.
+CREATE OR REPLACE FUNCTION twofa_api.emergency_check(p_user text, p_answer text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    s twofa.settings;
+    u twofa.users;
+    refused jsonb;
+    code text := translate(coalesce(p_answer, ''), ' -' || chr(9), '');
+BEGIN
+    SELECT * INTO s FROM twofa.settings;
+    SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    refused := twofa.refusal(u, t);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    IF u.emergency_mac IS NOT NULL AND t < u.emergency_expires AND code ~ '^[0-9]+$'
+       AND u.emergency_mac = twofa.hmac(convert_to(p_user || ':' || code, 'UTF8'), s.pepper,
+                                        'sha256') THEN
+        UPDATE twofa.users SET emergency_mac = NULL, emergency_expires = NULL, failures = 0,
+               recent_failures = '{}', lock_level = 0, locked_until = '-infinity',
+               last_success = t
+        WHERE name = p_user;
+        RETURN jsonb_build_object('result', 'emergency-code', 'email', u.email);
+    END IF;
+    IF u.emergency_mac IS NOT NULL AND t >= u.emergency_expires THEN
+        UPDATE twofa.users SET emergency_mac = NULL, emergency_expires = NULL
+        WHERE name = p_user;  -- expired: no use keeping it
+    END IF;
+    RETURN twofa.count_failure(p_user, t, s, 'bad-emergency-code');
+END $$;
+
 -- ---------------------------------------------------------------- admin functions
 
 -- Bring one user in from a file store: 'added', 'same' (that secret already), or
@@ -644,6 +749,8 @@ GRANT EXECUTE ON FUNCTION
     twofa_api.new_recovery_codes(text, text),
     twofa_api.devices(text),
     twofa_api.revoke_device(text, text),
+    twofa_api.emergency_begin(text),
+    twofa_api.emergency_check(text, text),
     twofa_api.hello()
 TO twofa_host;
 GRANT EXECUTE ON FUNCTION
