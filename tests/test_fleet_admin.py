@@ -80,6 +80,9 @@ def test_init_upgrades_an_older_layout_and_refuses_a_newer_one(fleet_db: FleetDb
 def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     done = admin(tmp_path, "fleet", "status", "--dsn", f"host={tmp_path} user=x")
     assert done.returncode == 74 and "cannot connect to the fleet database" in done.stderr
+    assert done.stdout == "Database: unreachable\n"
+    as_json = admin(tmp_path, "fleet", "status", "--dsn", f"host={tmp_path} user=x", "--json")
+    assert as_json.returncode == 74 and json.loads(as_json.stdout) == {"reachable": False}
     none = admin(tmp_path, "fleet", "status")
     assert none.returncode == 2 and "no --dsn" in none.stderr
 

@@ -12,7 +12,7 @@ import click
 
 from pam_twofa.cli.admin import PROG, Admin, cli, pass_admin
 from pam_twofa.cli.common import print_json, run, when
-from pam_twofa.errors import FleetConflict, UsageError
+from pam_twofa.errors import FleetConflict, FleetUnavailable, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -123,7 +123,14 @@ def fleet_status(admin: Admin, dsn: str | None, as_json: bool) -> None:
     def body() -> None:
         from pam_twofa.fleet import admin as fleet
 
-        value = fleet.status(_conn(admin, dsn))
+        try:
+            value = fleet.status(_conn(admin, dsn))
+        except FleetUnavailable:
+            if as_json:  # a monitoring script reads the answer; the exit status says it too
+                print_json({"reachable": False})
+            else:
+                click.echo("Database: unreachable")
+            raise
         value["reachable"] = True
         if as_json:
             print_json(value)
