@@ -313,7 +313,7 @@ BEGIN
         UPDATE twofa.users SET last_step = step, failures = 0, recent_failures = '{}',
                lock_level = 0, locked_until = '-infinity', last_success = t
         WHERE name = p_user AND enrolled AND NOT suspended AND last_step < step
-          AND locked_until <= t;
+          AND locked_until <= t AND secret = u.secret;  -- not re-keyed meanwhile
         IF FOUND THEN
             RETURN jsonb_build_object('result', 'ok', 'step', step,
                                       'grant', twofa.new_grant(p_user, t));
