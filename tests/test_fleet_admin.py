@@ -52,6 +52,9 @@ def test_init_creates_is_idempotent_and_copies_the_policy(fleet_db: FleetDb,
     assert "hostssl fresh web-01.example HOST-ADDRESS/32 cert" in added.stdout
     assert "already there" in admin(tmp_path, "fleet", "add-host", "web-01.example",
                                     "--dsn", dsn).stdout
+    assert fleet_db.server.psql("SELECT rolconnlimit, rolconfig FROM pg_roles "
+                                "WHERE rolname = 'web-01.example'") == (
+        "8|{statement_timeout=10s}")
     bad = admin(tmp_path, "fleet", "add-host", "Robert'); DROP", "--dsn", dsn)
     assert bad.returncode == 2 and "bad host name" in bad.stderr
     fleet_db.server.psql("CREATE ROLE alien LOGIN")

@@ -23,6 +23,7 @@ SCHEMA_VERSION = 1
 # Role names a host may have: what a certificate CN and pg_hba.conf take without quoting.
 HOST_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,62}")
 RESERVED = ("pg_", "twofa_", "postgres")
+HOST_CONNECTIONS = 8  # per host role (CONNECTION LIMIT)
 
 
 def connect(dsn: str, timeout: int = 10) -> Any:
@@ -133,6 +134,13 @@ def add_host(conn: Any, name: str) -> bool:
             else:
                 cur.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE twofa_host")
                             .format(sql.Identifier(name)))
+            # A host needs one connection (a few while replacing a hung one): a
+            # compromised host cannot take the server's connection slots, nor hold it
+            # busy with long statements.
+            cur.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT %s").format(
+                sql.Identifier(name)), (HOST_CONNECTIONS,))
+            cur.execute(sql.SQL("ALTER ROLE {} SET statement_timeout = '10s'").format(
+                sql.Identifier(name)))
             cur.execute("INSERT INTO twofa.hosts (name) VALUES (%s) ON CONFLICT DO NOTHING "
                         "RETURNING 1", (name,))
             added = cur.fetchone() is not None
