@@ -15,11 +15,12 @@ APT_PACKAGES := \
 	python3-pyotp python3-yaml python3-qrcode python3-ntplib python3-click \
 	chrony faketime systemd lintian debhelper dh-python pybuild-plugin-pyproject \
 	python3-all python3-setuptools fail2ban python3-systemd man-db iproute2 scdoc build-essential \
-	libpam0g-dev libpython3.11-dev sudo
+	libpam0g-dev libpython3.11-dev sudo \
+	postgresql-15 postgresql-client-15 python3-psycopg2
 
 # Used only while there is no pyproject.toml; otherwise pyproject's `test` extra rules.
 PIP_FALLBACK := pytest hypothesis ruff mypy types-PyYAML paramiko aiosmtpd trustme pyotp qrcode \
-	pypng ntplib PyYAML click pexpect
+	pypng ntplib PyYAML click pexpect psycopg2-binary
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 PIP_INSTALL := $(PIP) install --root-user-action=ignore --progress-bar off
 

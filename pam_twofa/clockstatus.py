@@ -2,7 +2,7 @@
 
 ``twofa-clockcheck`` writes it (atomically, 0600); ``twofa-admin status`` shows it;
 the PAM module reads it only when it refuses a code, to tell the user the server
-clock may be off. The reader is on the login path, so it stays cheap: ``jsonc``
+clock may be off. The reader is on the login path, so it stays cheap: ``fastjson``
 (no ``json``), no network, and it never raises: the hint is advice, and a missing,
 foreign or garbled status file must not change a login's outcome.
 """

@@ -212,3 +212,24 @@ def exit_name_of(reason: str) -> str:
         if cls.reason == reason:
             return cls.exit_name
     return "FAILED"
+
+
+class FleetError(TwofaError):
+    """The fleet store (PostgreSQL, ``twofa-fleetd``) refused or failed an operation."""
+
+    reason = "fleet-error"
+    exit_name = "FAILED"
+
+
+class FleetUnavailable(FleetError):
+    """The fleet database or the host's ``twofa-fleetd`` cannot be reached in time."""
+
+    reason = "offline"
+    exit_name = "STATE"
+
+
+class FleetConflict(FleetError):
+    """A user is already in the fleet with another secret (``fleet import`` without
+    ``--force``), or the database has a newer schema than this pam-twofa knows."""
+
+    reason = "fleet-conflict"

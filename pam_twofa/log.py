@@ -32,7 +32,8 @@ MAX_TAG = 15
 TAG_ADMIN = "twofa-admin"  # twofa-admin's audit lines
 TAG_ENROLL_SERVICE = "twofa-enrolld"  # twofa-enroll-service (also its unit's identifier)
 TAG_CLOCKCHECK = "twofa-clock"  # twofa-clockcheck's unit (SyslogIdentifier=)
-TAGS = (TAG_ADMIN, TAG_ENROLL_SERVICE, TAG_CLOCKCHECK)
+TAG_FLEETD = "twofa-fleetd"  # twofa-fleetd's unit (SyslogIdentifier=; it logs to stderr)
+TAGS = (TAG_ADMIN, TAG_ENROLL_SERVICE, TAG_CLOCKCHECK, TAG_FLEETD)
 
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@+:/[]")
 

@@ -168,6 +168,19 @@ class ClockPolicy(Record):
     timeout_seconds: float
 
 
+class PostgresqlPolicy(Record):
+    dsn: str | None
+    admin_dsn: str | None
+    socket: str
+    timeout_seconds: float
+    offline: str
+
+
+class StorePolicy(Record):
+    backend: str  # "file" or "postgresql"
+    postgresql: PostgresqlPolicy
+
+
 class Policy(Record):
     mandatory: MandatoryPolicy
     enrollment: EnrollmentPolicy
@@ -178,6 +191,7 @@ class Policy(Record):
     emergency: EmergencyPolicy
     notifications: NotificationPolicy
     clock: ClockPolicy
+    store: StorePolicy
     failmode: str
 
 
@@ -191,7 +205,11 @@ SECTIONS: dict[str, type[Record]] = {
     "emergency": EmergencyPolicy,
     "notifications": NotificationPolicy,
     "clock": ClockPolicy,
+    "store": StorePolicy,
 }
+# A field annotated with one of these names holds a nested mapping (a plain dict in
+# the compiled cache): ``build`` makes the record.
+NESTED: dict[str, type[Record]] = {"PostgresqlPolicy": PostgresqlPolicy}
 
 
 def build(plain: dict[str, Any]) -> Policy:
@@ -204,8 +222,14 @@ def build(plain: dict[str, Any]) -> Policy:
     for name, cls in SECTIONS.items():
         values = plain[name]
         notes = cls.__annotations__
-        sections[name] = cls(**{
-            k: NameSet(v) if notes.get(k) == "NameSet" and isinstance(v, str) else v
-            for k, v in values.items()
-        })
+        sections[name] = cls(**{k: _field(notes.get(k), v) for k, v in values.items()})
     return Policy(failmode=plain["failmode"], **sections)
+
+
+def _field(note: object, value: Any) -> Any:
+    if note == "NameSet" and isinstance(value, str):
+        return NameSet(value)
+    if isinstance(value, dict) and isinstance(note, str) and note in NESTED:
+        return NESTED[note](**value)
+    return value
+

@@ -17,6 +17,7 @@ from pam_twofa.policy import (
     NotificationPolicy,
     Policy,
     SmtpPolicy,
+    StorePolicy,
     TotpPolicy,
     TrustPolicy,
     build,
@@ -94,6 +95,24 @@ class Str(Check):
         return value
 
 
+class Conninfo(Str):
+    """A libpq conninfo string without a password in it (the policy is not a secret
+    store: client certificates, or ``passfile=`` naming a root-only file)."""
+
+    def __call__(self, value: object) -> str | None:
+        text = super().__call__(value)
+        if text is None:
+            return None
+        import re
+
+        if (re.search(r"(?:^|\s)password\s*=", text)
+                or re.match(r"postgres(?:ql)?://[^/@]*:[^/@]*@", text)
+                or re.search(r"[?&]password=", text)):
+            raise Invalid("must not hold a password: use a client certificate, or "
+                          "passfile= naming a file only root can read")
+        return text
+
+
 class Names(Check):
     """A list of user/group names (or other plain tokens), kept as a ``NameSet``."""
 
@@ -114,6 +133,35 @@ class Names(Check):
                 raise Invalid(f"must list plain names without spaces, not {item!r}")
             out[self.each(item) if self.each else item] = None
         return tuple(out) if self.ordered else NameSet(out)
+
+
+class Nested(Check):
+    """A mapping of its own keys inside a section (``store.postgresql``), as a plain dict."""
+
+    def __init__(self, checks: dict[str, Check], doc: str) -> None:
+        super().__init__({k: c.default for k, c in checks.items()}, doc)
+        self.checks = checks
+
+    def __call__(self, value: object) -> Any:
+        raise Invalid("is a mapping")  # validate() walks it with check_all
+
+    def check_all(self, value: object, where: Callable[[tuple[str, ...]], int],
+                  path: tuple[str, ...]) -> tuple[dict[str, Any], list[tuple[int, str]]]:
+        name = ".".join(path)
+        if value is None:
+            value = {}
+        if type(value) is not dict:
+            return dict(self.default), [(where(path), f"{name} must be a mapping")]
+        errors = [(where((*path, str(k))), f"unknown key {name}.{k} (known: "
+                   f"{', '.join(self.checks)})") for k in value if k not in self.checks]
+        out: dict[str, Any] = {}
+        for key, check in self.checks.items():
+            try:
+                out[key] = check(value[key]) if key in value else check.default
+            except Invalid as exc:
+                errors.append((where((*path, key)), f"{name}.{key} {exc}"))
+                out[key] = check.default
+        return out, errors
 
 
 def _cidr(text: str) -> str:
@@ -225,6 +273,26 @@ SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
         "locked_out": Bool(True, "mail the user when wrong codes lock the account"),
         "reset_by_admin": Bool(True, "mail the user when an admin resets their 2FA"),
     }),
+    "store": (StorePolicy, {
+        "backend": Choice("file", ("file", "postgresql"),
+                          "where user state lives: file (this host's state directory) or "
+                          "postgresql (the fleet database, through twofa-fleetd)"),
+        "postgresql": Nested({
+            "dsn": Conninfo(None, "libpq conninfo twofa-fleetd connects with as this host's "
+                             "role (client certificate; no password inline), e.g. "
+                             "'host=db1,db2 dbname=twofa user=HOST sslmode=verify-full "
+                             "target_session_attrs=read-write'"),
+            "admin_dsn": Conninfo(None, "libpq conninfo of a twofa_admin role, for twofa-admin"),
+            "socket": Str("/run/pam-twofa/fleetd.sock",
+                          "Unix socket where twofa-fleetd serves the module"),
+            "timeout_seconds": Num(2, 1, 30, "longest wait for the database; a login "
+                                             "gets the offline answer after it"),
+            "offline": Choice("deny", ("deny", "recovery-codes"),
+                              "database unreachable: deny refuses enrolled and required "
+                              "users (others log in with their password); "
+                              "recovery-codes is reserved and not available yet"),
+        }, "the fleet database (backend postgresql)"),
+    }),
     "clock": (ClockPolicy, {
         "servers": Names(DEFAULT_NTP_SERVERS,
                          "NTP servers, HOST or HOST:PORT; the median offset decides "
@@ -253,6 +321,18 @@ def _cross_checks(plain: dict[str, Any]) -> Iterable[tuple[str, str, str]]:
     for key in ("password_file", "token_command", "ca_file"):
         if smtp[key] and not smtp[key].startswith("/"):
             yield "smtp", key, "must be an absolute path"
+    store = plain["store"]
+    if store["backend"] == "postgresql":
+        pg = store["postgresql"]
+        if not pg["dsn"]:
+            yield "store", "postgresql", "needs dsn with backend: postgresql"
+        if plain["failmode"] == "safe":
+            yield ("store", "backend", "postgresql is not allowed with failmode: safe (an "
+                   "unreachable database must never let everyone in)")
+        if pg["offline"] != "deny":
+            yield "store", "postgresql", "offline: recovery-codes is not available yet"
+        if not (pg["socket"] or "").startswith("/"):
+            yield "store", "postgresql", "socket must be an absolute path"
 
 
 def validate(data: object, where: Callable[[tuple[str, ...]], int] = lambda p: 0,
@@ -290,6 +370,10 @@ def validate(data: object, where: Callable[[tuple[str, ...]], int] = lambda p: 0
                 errors.append((where((section, str(key))),
                                f"unknown key {section}.{key} (known: {known})"))
         for key, check in checks.items():
+            if isinstance(check, Nested):
+                values[key], nested = check.check_all(given.get(key), where, (section, key))
+                errors.extend(nested)
+                continue
             try:
                 values[key] = check(given[key]) if key in given else check.default
             except Invalid as exc:

@@ -88,7 +88,11 @@ def test_shipped_policy_uncommented_sets_every_key_to_its_default() -> None:
     assert raw["failmode"] == schema.FAILMODE.default
     for name, (_cls, checks) in schema.SCHEMA.items():
         for key, check in checks.items():
-            value = check(raw[name][key])
+            if isinstance(check, schema.Nested):
+                value, errors = check.check_all(raw[name][key], lambda p: 0, (name, key))
+                assert errors == [] and set(raw[name][key]) == set(check.checks)
+            else:
+                value = check(raw[name][key])
             assert value == check.default, (name, key, raw[name][key])
     assert policyfile.parse_text(text, "policy.yaml") == schema.validate({})[0]
 
@@ -129,8 +133,13 @@ def test_policy_man_page_documents_every_key() -> None:
     text = POLICY_MAN.read_text()
     generated = text.split("; BEGIN GENERATED KEYS")[1].split("; END GENERATED KEYS")[0]
     blocks = re.split(r"(?m)^## ", generated)[1:]
-    documented = {b.split("\n", 1)[0]: set(re.findall(r"(?m)^\*(\w+)\* \(", b)) for b in blocks}
-    expected = {name: set(checks) for name, (_cls, checks) in schema.SCHEMA.items()}
+    documented = {b.split("\n", 1)[0]: set(re.findall(r"(?m)^\*([\w.]+)\* \(", b))
+                  for b in blocks}
+    expected: dict[str, set[str]] = {name: set() for name in schema.SCHEMA}
+    for name, (_cls, checks) in schema.SCHEMA.items():
+        for key, check in checks.items():  # a nested mapping's keys as KEY.SUB
+            subs = check.checks if isinstance(check, schema.Nested) else None
+            expected[name] |= {f"{key}.{sub}" for sub in subs} if subs else {key}
     expected["failmode"] = {"failmode"}
     assert documented == expected
     assert "*max_failures* (whole number from 1 to 1000; default: 5)" in generated

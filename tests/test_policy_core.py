@@ -367,3 +367,34 @@ def test_scope(mandatory: dict[str, Any], user: str, uid: int, groups: set[str],
     assert errors == []
     rules = policy.build(plain).mandatory
     assert rules.requires(user, uid, frozenset(groups)) is required
+
+
+def test_store_postgresql_keys_are_strict_with_lines(tmp_path: Path) -> None:
+    """The nested store.postgresql mapping: unknown keys and bad values name their line;
+    failmode safe is refused with the fleet backend; a dsn is needed."""
+    from pam_twofa import policyfile
+    from pam_twofa.errors import PolicyErrors
+
+    good = ("store:\n  backend: postgresql\n  postgresql:\n"
+            "    dsn: host=db dbname=twofa user=web1\n    timeout_seconds: 1.5\n")
+    pol = policy.build(policyfile.parse_text(good, "p.yaml"))
+    assert pol.store.backend == "postgresql"
+    assert pol.store.postgresql.dsn == "host=db dbname=twofa user=web1"
+    assert pol.store.postgresql.timeout_seconds == 1.5
+    assert pol.store.postgresql.socket == "/run/pam-twofa/fleetd.sock"
+    cases = {
+        good + "    sockt: /x\n": ("p.yaml:6: unknown key store.postgresql.sockt"),
+        good + "    offline: maybe\n": "p.yaml:6: store.postgresql.offline must be one of",
+        "failmode: safe\n" + good: "p.yaml:3: store.backend postgresql is not allowed "
+                                   "with failmode: safe",
+        "store:\n  backend: postgresql\n": "p.yaml:1: store.postgresql needs dsn",
+        "store:\n  postgresql: 3\n": "p.yaml:2: store.postgresql must be a mapping",
+        good + "    admin_dsn: host=db user=adm password=hunter2\n":
+            "p.yaml:6: store.postgresql.admin_dsn must not hold a password",
+        good.replace("dsn: host=db", "dsn: postgresql://web1:pw@db/twofa #"):
+            "p.yaml:4: store.postgresql.dsn must not hold a password",
+    }
+    for text, message in cases.items():
+        with pytest.raises(PolicyErrors) as info:
+            policyfile.parse_text(text, "p.yaml")
+        assert info.value.message.startswith(message), (text, info.value.message)

@@ -66,6 +66,11 @@ SECTION_DOCS: dict[str, str] = {
     "emergency": "Emergency codes sent to the user's verified security email.",
     "notifications": "Security mails to the user when something happens to their 2FA.",
     "clock": "The clock check (twofa-clockcheck): TOTP needs the host clock in sync.",
+    "store": (
+        "Where user state lives. file: this host's state directory. postgresql: the fleet "
+        "database, reached through this host's twofa-fleetd(8); failmode safe is refused "
+        "with it. See the README's \"Fleet store (PostgreSQL)\"."
+    ),
     "failmode": (
         "Internal errors (corrupt state, unreadable state directory, invalid policy): "
         "secure refuses the login, safe ignores the module (PAM_IGNORE). The module "
@@ -162,8 +167,15 @@ def policy_yaml() -> str:
         top = name == "failmode"
         if not top:
             lines.append(f"#{name}:")
-        settings = [(f"{'' if top else INDENT}{key}: {yaml_scalar(check.default)}", check.doc)
-                    for key, check in checks.items()]
+        settings = []
+        for key, check in checks.items():
+            pad = "" if top else INDENT
+            if isinstance(check, schema.Nested):
+                settings.append((f"{pad}{key}:", check.doc))
+                settings += [(f"{pad}{INDENT}{k}: {yaml_scalar(c.default)}", c.doc)
+                             for k, c in check.checks.items()]
+                continue
+            settings.append((f"{pad}{key}: {yaml_scalar(check.default)}", check.doc))
         width = max(len(s) for s, _ in settings)
         for setting, doc in settings:
             lines.append(f"#{setting.ljust(width)}  # {doc}")
@@ -182,7 +194,13 @@ def man_keys() -> str:
         out.append("")
         out.append(scd_escape(section_doc(name)))
         out.append("")
+        flat: list[tuple[str, schema.Check]] = []
         for key, check in checks.items():
+            if isinstance(check, schema.Nested):
+                flat += [(f"{key}.{k}", c) for k, c in check.checks.items()]
+            else:
+                flat.append((key, check))
+        for key, check in flat:
             out.append(f"*{key}* ({scd_escape(kind(check))}; "
                        f"default: {scd_escape(yaml_scalar(check.default))})")
             doc = check.doc[:1].upper() + check.doc[1:]

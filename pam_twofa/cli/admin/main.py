@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import click
 
-from pam_twofa.cli.admin import enroll, mail, pam, policy, rollout, trust, users
+from pam_twofa.cli.admin import enroll, fleet, mail, pam, policy, rollout, trust, users
 from pam_twofa.cli.admin.context import PROG, Admin
 from pam_twofa.cli.common import invoke
 from pam_twofa.paths import DEFAULT_LOG_SOCKET, DEFAULT_POLICY, DEFAULT_STATE_DIR, Paths
 
-COMMAND_MODULES = (users, enroll, mail, policy, pam, trust, rollout)
+COMMAND_MODULES = (users, enroll, mail, policy, pam, trust, rollout, fleet)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,237 @@
+"""``twofa-fleetd``: one verified connection to the fleet database, served to PAM.
+
+Why a daemon: psycopg2's import and a TLS connect cost ~60 ms, a login's budget
+is a few ms. The daemon keeps one connection (libpq DSN from the policy, a client
+certificate per host) and answers the module (``pam_twofa.fleetclient``) over a
+Unix socket that only uid 0 may use (SO_PEERCRED), one JSON line each way.
+
+The database never makes a login hang: every call runs on a worker thread and
+the request waits at most ``timeout_seconds``; a call that does not finish in time
+abandons that worker and its connection (a hung server never answers) and the
+next call gets a fresh one. A health check runs every few seconds: while the
+database is unreachable, requests are answered ``offline`` at once, and the
+check reconnects as soon as it answers again. The names of enrolled users (never
+a secret) are kept in memory and in ``cache`` so offline answers can say whether
+a user is enrolled.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import struct
+import threading
+import time
+
+from pam_twofa import fastjson, totp
+from pam_twofa.fleet.backend import Backend, Offline, say
+from pam_twofa.store import validate_user_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+MAX_REQUEST = 8192
+MAX_CONNECTIONS = 128
+REQUEST_SECONDS = 5.0  # to send the request line
+
+# op -> (SQL, argument names and their kinds); kinds: u = user name, s = string (max
+# len), n = string or null, i = int, a = an answer typed by someone (max len; what is
+# not UTF-8 becomes U+FFFD: hostile input is a wrong answer, counted, not a refused
+# request). Every value reaches SQL as a bound parameter.
+OPS: dict[str, tuple[str, tuple[tuple[str, str, int], ...]]] = {
+    "check_code": ("SELECT twofa_api.check_code(%s, %s)",
+                   (("user", "u", 0), ("answer", "a", 1024))),
+    "skip_device": ("SELECT twofa_api.skip_device(%s, %s, %s, %s)",
+                    (("user", "u", 0), ("service", "s", 64), ("ip", "s", 64),
+                     ("key", "n", 128))),
+    "add_device": ("SELECT twofa_api.add_device(%s, %s, %s, %s, %s)",
+                   (("user", "u", 0), ("grant", "s", 64), ("service", "s", 64),
+                    ("ip", "s", 64), ("key", "n", 128))),
+    "first_seen": ("SELECT jsonb_build_object('first_seen', twofa_api.first_seen(%s))",
+                   (("user", "u", 0),)),
+    "status": ("SELECT twofa_api.status(%s)", (("user", "u", 0),)),
+    "enroll_begin": ("SELECT twofa_api.enroll_begin(%s, %s, %s, %s, %s)",
+                     (("user", "u", 0), ("grant", "n", 64), ("digits", "i", 0),
+                      ("period", "i", 0), ("algorithm", "s", 8))),
+    "enroll_confirm": ("SELECT twofa_api.enroll_confirm(%s, %s)",
+                       (("user", "u", 0), ("code", "a", 1024))),
+    "new_recovery_codes": ("SELECT twofa_api.new_recovery_codes(%s, %s)",
+                           (("user", "u", 0), ("grant", "s", 64))),
+    "emergency_begin": ("SELECT twofa_api.emergency_begin(%s)", (("user", "u", 0),)),
+    "emergency_check": ("SELECT twofa_api.emergency_check(%s, %s)",
+                        (("user", "u", 0), ("answer", "a", 1024))),
+    "devices": ("SELECT jsonb_build_object('devices', twofa_api.devices(%s))",
+                (("user", "u", 0),)),
+    "revoke_device": ("SELECT jsonb_build_object('revoked', twofa_api.revoke_device(%s, %s))",
+                      (("user", "u", 0), ("id", "n", 64))),
+}
+
+
+class BadRequest(Exception):
+    """A request the daemon will not pass on; its text is the error token."""
+
+
+def parse(line: bytes) -> tuple[str, tuple[Any, ...], str]:
+    """(SQL, bound arguments, user) of one request line; ``BadRequest`` otherwise."""
+    try:
+        request = fastjson.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("bad-request") from None
+    if type(request) is not dict or type(request.get("op")) is not str:
+        raise BadRequest("bad-request")
+    spec = OPS.get(request["op"])
+    if spec is None:
+        raise BadRequest("unknown-op")
+    sql, params = spec
+    if set(request) - {"op"} != {name for name, _k, _n in params}:
+        raise BadRequest("bad-arguments")
+    args: list[Any] = []
+    for name, kind, limit in params:
+        value = request[name]
+        if kind == "u":
+            try:
+                value = validate_user_name(value)
+            except Exception:
+                raise BadRequest("bad-user-name") from None
+        elif kind == "i":
+            if type(value) is not int or not 0 < value <= 3600:
+                raise BadRequest("bad-arguments")
+        elif value is None and kind == "n":
+            pass
+        elif type(value) is not str or len(value) > limit or "\x00" in value:
+            raise BadRequest("bad-arguments")
+        elif kind == "a":
+            value = value.encode("utf-8", "replace").decode("utf-8")
+        else:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest("bad-arguments") from None
+        args.append(value)
+    return sql, tuple(args), request["user"]
+
+
+def peer_uid(conn: socket.socket) -> int:
+    size = struct.calcsize("3i")
+    _pid, uid, _gid = struct.unpack(
+        "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size))
+    return int(uid)
+
+
+def read_line(conn: socket.socket, deadline: float) -> bytes:
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BadRequest("timeout")
+        conn.settimeout(left)
+        try:
+            chunk = conn.recv(MAX_REQUEST + 1)
+        except TimeoutError:
+            raise BadRequest("timeout") from None
+        if not chunk:
+            raise BadRequest("bad-request")
+        buf += chunk
+        if len(buf) > MAX_REQUEST:
+            raise BadRequest("too-large")
+    return buf.split(b"\n", 1)[0]
+
+
+class Server:
+    """The Unix socket side: one thread per connection, at most ``MAX_CONNECTIONS``."""
+
+    def __init__(self, backend: Backend, socket_path: str, allowed_uid: int = 0) -> None:
+        self.backend = backend
+        self.socket_path = socket_path
+        self.allowed_uid = allowed_uid
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.sock = listen(socket_path)
+
+    def answer(self, line: bytes) -> dict[str, Any]:
+        sql, args, user = parse(line)
+        started = time.monotonic()
+        if not self.backend.healthy:
+            return self.offline(user)
+        try:
+            rows = self.backend.call(sql, args, started + self.backend.timeout)
+        except Offline:
+            return self.offline(user)
+        except RuntimeError as exc:
+            say(f"database error: {exc}")
+            raise BadRequest("database-error") from None
+        value: dict[str, Any] = rows[0][0]
+        if args and sql.startswith("SELECT twofa_api.enroll_begin") and "secret" in value:
+            value["secret"] = totp.b32encode(bytes.fromhex(value["secret"]))
+        return value
+
+    def offline(self, user: str) -> dict[str, Any]:
+        known = self.backend.enrolled
+        return {"result": "offline", "enrolled": None if known is None else user in known}
+
+    def handle(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                if peer_uid(conn) != self.allowed_uid:
+                    reply: dict[str, Any] = {"error": "not-allowed"}
+                else:
+                    try:
+                        line = read_line(conn, time.monotonic() + REQUEST_SECONDS)
+                        reply = self.answer(line)
+                    except BadRequest as exc:
+                        reply = {"error": str(exc)}
+                conn.settimeout(1.0)
+                conn.sendall((fastjson.dumps(reply) + "\n").encode("ascii"))
+        except OSError:
+            pass  # the client went away
+        finally:
+            self.slots.release()
+
+    def serve_forever(self) -> None:
+        while True:
+            conn, _ = self.sock.accept()
+            if not self.slots.acquire(blocking=False):
+                conn.close()  # full: the client's answer is offline, nothing waits
+                continue
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+
+def listen(path: str) -> socket.socket:
+    """A fresh 0600 socket at ``path`` (a stale socket is replaced, anything else is not)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(f"{path} exists and is not a socket")
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(MAX_CONNECTIONS)
+    return sock
+
+
+def run(dsn: str, timeout: float, socket_path: str, cache: str | None = None,
+        ready: Callable[[], None] | None = None) -> None:
+    """Serve until killed."""
+    try:
+        import psycopg2  # noqa: F401 (fail here, clearly, not in a worker thread)
+    except ImportError:
+        from pam_twofa.errors import FleetError
+
+        raise FleetError("python3-psycopg2 is not installed") from None
+    backend = Backend(dsn, timeout, cache)
+    server = Server(backend, socket_path)
+    backend.check()  # first connection before the first login, if the database is up
+    threading.Thread(target=backend.health_loop, daemon=True, name="fleet-health").start()
+    say(f"serving {socket_path} ({'online' if backend.healthy else 'offline'})")
+    if ready is not None:
+        ready()
+    server.serve_forever()

@@ -1,0 +1,767 @@
+-- pam-twofa fleet store: tables, roles and the only door in (twofa_api functions).
+--
+-- Applied by `twofa-admin fleet init` as a role that may create roles and schemas
+-- (a superuser, or the database owner with CREATEROLE). Idempotent: every run
+-- brings an older schema up to this one and replaces the functions.
+--
+-- Roles (all NOLOGIN groups):
+--   twofa_owner  owns schema twofa (the data) and schema twofa_api (the functions);
+--                the functions run as it (SECURITY DEFINER).
+--   twofa_host   one LOGIN role per host is a member (`fleet add-host`): EXECUTE on
+--                the host functions only, USAGE on twofa_api only, no table privilege.
+--   twofa_admin  EXECUTE on the admin functions (reset, unlock, import, status).
+-- The data schema twofa is not usable by either group: a host's SELECT is 42501.
+--
+-- Every change to a user's row is one statement on that row (or runs holding its
+-- lock): PostgreSQL makes concurrent writers wait and re-evaluates WHERE on the
+-- newest version, so replay and lockout stay exact without SERIALIZABLE.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'twofa_owner') THEN
+        CREATE ROLE twofa_owner NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'twofa_host') THEN
+        CREATE ROLE twofa_host NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'twofa_admin') THEN
+        CREATE ROLE twofa_admin NOLOGIN;
+    END IF;
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       AND NOT pg_has_role(current_user, 'twofa_owner', 'MEMBER') THEN
+        EXECUTE format('GRANT twofa_owner TO %I', current_user);  -- for SET ROLE below
+    END IF;
+END $$;
+
+CREATE SCHEMA IF NOT EXISTS twofa AUTHORIZATION twofa_owner;
+CREATE SCHEMA IF NOT EXISTS twofa_api AUTHORIZATION twofa_owner;
+REVOKE ALL ON SCHEMA twofa FROM PUBLIC;
+REVOKE ALL ON SCHEMA twofa_api FROM PUBLIC;
+GRANT USAGE ON SCHEMA twofa_api TO twofa_host, twofa_admin;
+CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA twofa;
+DO $$
+BEGIN
+    IF (SELECT extnamespace::regnamespace::text FROM pg_extension
+        WHERE extname = 'pgcrypto') <> 'twofa' THEN
+        RAISE EXCEPTION 'pgcrypto is installed in another schema of this database; '
+            'use a database of its own for pam-twofa';
+    END IF;
+END $$;
+
+SET ROLE twofa_owner;
+
+CREATE TABLE IF NOT EXISTS twofa.schema_version (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    version integer NOT NULL
+);
+
+-- One row: what a host must not choose for itself (`fleet init` copies the policy's).
+CREATE TABLE IF NOT EXISTS twofa.settings (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    window_steps integer NOT NULL DEFAULT 1 CHECK (window_steps BETWEEN 0 AND 10),
+    max_failures integer NOT NULL DEFAULT 5 CHECK (max_failures BETWEEN 1 AND 1000),
+    interval_seconds integer NOT NULL DEFAULT 900 CHECK (interval_seconds >= 1),
+    lock_seconds integer NOT NULL DEFAULT 300 CHECK (lock_seconds >= 1),
+    max_lock_seconds integer NOT NULL DEFAULT 86400 CHECK (max_lock_seconds >= lock_seconds),
+    max_consecutive_failures integer NOT NULL DEFAULT 100
+        CHECK (max_consecutive_failures BETWEEN 1 AND 100),
+    trust_days integer NOT NULL DEFAULT 30 CHECK (trust_days BETWEEN 1 AND 365),
+    trust_max_per_user integer NOT NULL DEFAULT 10 CHECK (trust_max_per_user BETWEEN 1 AND 100),
+    grant_seconds integer NOT NULL DEFAULT 300 CHECK (grant_seconds BETWEEN 10 AND 3600),
+    pending_seconds integer NOT NULL DEFAULT 900 CHECK (pending_seconds BETWEEN 60 AND 86400),
+    -- The key of the recovery-code MACs: never leaves the database.
+    pepper bytea NOT NULL DEFAULT twofa.gen_random_bytes(32)
+);
+INSERT INTO twofa.settings (one) VALUES (true) ON CONFLICT DO NOTHING;
+
+CREATE TABLE IF NOT EXISTS twofa.hosts (
+    name text PRIMARY KEY,
+    added_at timestamptz NOT NULL DEFAULT now(),
+    last_seen timestamptz
+);
+
+CREATE TABLE IF NOT EXISTS twofa.users (
+    name text PRIMARY KEY CHECK (octet_length(name) BETWEEN 1 AND 228),
+    enrolled boolean NOT NULL DEFAULT false,
+    secret bytea,
+    digits integer NOT NULL DEFAULT 6 CHECK (digits BETWEEN 6 AND 10),
+    period integer NOT NULL DEFAULT 30 CHECK (period BETWEEN 1 AND 3600),
+    algorithm text NOT NULL DEFAULT 'SHA1' CHECK (algorithm IN ('SHA1', 'SHA256', 'SHA512')),
+    enrolled_at timestamptz,
+    last_step bigint NOT NULL DEFAULT -1,
+    failures integer NOT NULL DEFAULT 0,
+    recent_failures timestamptz[] NOT NULL DEFAULT '{}',
+    lock_level integer NOT NULL DEFAULT 0,
+    locked_until timestamptz NOT NULL DEFAULT '-infinity',
+    suspended boolean NOT NULL DEFAULT false,
+    first_seen timestamptz,
+    last_success timestamptz,
+    email text,
+    pending_secret bytea,
+    pending_digits integer,
+    pending_period integer,
+    pending_algorithm text,
+    pending_host text,
+    pending_until timestamptz,
+    CHECK (NOT enrolled OR secret IS NOT NULL)
+);
+-- Added after the first layout: older databases get them here (upgrade by re-running).
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS suspended boolean NOT NULL DEFAULT false;
+-- Emergency codes by mail: only a MAC (pepper) of the one live code; the mails sent.
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS emergency_mac bytea;
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS emergency_expires timestamptz;
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS sends timestamptz[] NOT NULL DEFAULT '{}';
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS email_changed_at timestamptz;
+ALTER TABLE twofa.settings ADD COLUMN IF NOT EXISTS emergency_digits integer NOT NULL
+    DEFAULT 8 CHECK (emergency_digits BETWEEN 6 AND 12);
+ALTER TABLE twofa.settings ADD COLUMN IF NOT EXISTS emergency_ttl_seconds integer NOT NULL
+    DEFAULT 600 CHECK (emergency_ttl_seconds BETWEEN 60 AND 3600);
+ALTER TABLE twofa.settings ADD COLUMN IF NOT EXISTS max_sends_per_hour integer NOT NULL
+    DEFAULT 3 CHECK (max_sends_per_hour BETWEEN 1 AND 100);
+ALTER TABLE twofa.settings ADD COLUMN IF NOT EXISTS after_email_change_hours integer NOT NULL
+    DEFAULT 24 CHECK (after_email_change_hours BETWEEN 0 AND 720);
+
+CREATE TABLE IF NOT EXISTS twofa.recovery_codes (
+    user_name text NOT NULL REFERENCES twofa.users (name) ON DELETE CASCADE,
+    mac bytea NOT NULL,
+    PRIMARY KEY (user_name, mac)
+);
+
+CREATE TABLE IF NOT EXISTS twofa.devices (
+    id text NOT NULL,
+    user_name text NOT NULL REFERENCES twofa.users (name) ON DELETE CASCADE,
+    host text NOT NULL,
+    service text NOT NULL,
+    ip text NOT NULL,
+    key text,
+    created timestamptz NOT NULL,
+    expires timestamptz NOT NULL,
+    last_used timestamptz NOT NULL,
+    PRIMARY KEY (user_name, id)
+);
+CREATE INDEX IF NOT EXISTS devices_binding ON twofa.devices (user_name, host, ip);
+
+-- One-time grants: issued only by a successful TOTP check, for that user on that host.
+CREATE TABLE IF NOT EXISTS twofa.grants (
+    token_hash bytea PRIMARY KEY,
+    user_name text NOT NULL REFERENCES twofa.users (name) ON DELETE CASCADE,
+    host text NOT NULL,
+    expires timestamptz NOT NULL
+);
+
+REVOKE ALL ON ALL TABLES IN SCHEMA twofa FROM PUBLIC;
+
+-- ---------------------------------------------------------------- internal helpers
+
+CREATE OR REPLACE FUNCTION twofa.hotp(key bytea, counter bigint, digits integer,
+                                      algorithm text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = twofa, pg_temp AS $$
+DECLARE
+    mac bytea := twofa.hmac(int8send(counter), key, lower(algorithm));
+    off integer := get_byte(mac, length(mac) - 1) & 15;
+    bin bigint;
+BEGIN
+    bin := ((get_byte(mac, off) & 127)::bigint << 24) | (get_byte(mac, off + 1) << 16)
+         | (get_byte(mac, off + 2) << 8) | get_byte(mac, off + 3);
+    RETURN lpad((bin % (10::numeric ^ digits)::bigint)::text, digits, '0');
+END $$;
+
+-- The step within the window whose code is ``code`` (every step computed), or NULL.
+CREATE OR REPLACE FUNCTION twofa.match_step(key bytea, code text, t timestamptz,
+                                            digits integer, period integer,
+                                            algorithm text, window_steps integer)
+RETURNS bigint
+LANGUAGE plpgsql STABLE SET search_path = twofa, pg_temp AS $$
+DECLARE
+    center bigint := floor(extract(epoch FROM t) / period)::bigint;
+    found bigint;
+    step bigint;
+BEGIN
+    IF key IS NULL OR code IS NULL OR length(code) <> digits OR code !~ '^[0-9]+$' THEN
+        RETURN NULL;
+    END IF;
+    FOR step IN center - window_steps .. center + window_steps LOOP
+        IF step >= 0 AND twofa.hotp(key, step, digits, algorithm) = code AND found IS NULL THEN
+            found := step;
+        END IF;
+    END LOOP;
+    RETURN found;
+END $$;
+
+-- Failures still inside the interval, with ``t`` added, the newest ``keep`` of them.
+CREATE OR REPLACE FUNCTION twofa.recent(arr timestamptz[], t timestamptz,
+                                        interval_seconds integer, keep integer)
+RETURNS timestamptz[]
+LANGUAGE sql IMMUTABLE SET search_path = twofa, pg_temp AS $$
+    SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM (
+        SELECT x FROM unnest(arr || t) AS x
+        WHERE t - x < make_interval(secs => interval_seconds)
+        ORDER BY x DESC LIMIT keep) AS kept
+$$;
+
+CREATE OR REPLACE FUNCTION twofa.epoch(t timestamptz) RETURNS double precision
+LANGUAGE sql IMMUTABLE SET search_path = twofa, pg_temp AS $$
+    SELECT CASE WHEN t IS NULL OR t = '-infinity' THEN 0
+                WHEN t = 'infinity' THEN 'Infinity'::double precision
+                ELSE extract(epoch FROM t)::double precision END
+$$;
+
+-- Why ``name`` cannot answer now (locked, suspended, not enrolled), or NULL.
+CREATE OR REPLACE FUNCTION twofa.refusal(u twofa.users, t timestamptz) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = twofa, pg_temp AS $$
+    SELECT CASE
+        WHEN u.name IS NULL OR NOT u.enrolled THEN jsonb_build_object('result', 'not-enrolled')
+        WHEN u.suspended THEN jsonb_build_object('result', 'suspended', 'failures', u.failures)
+        WHEN u.locked_until > t THEN jsonb_build_object(
+            'result', 'locked', 'locked_until', twofa.epoch(u.locked_until))
+    END
+$$;
+
+CREATE OR REPLACE FUNCTION twofa.new_grant(p_user text, t timestamptz) RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = twofa, pg_temp AS $$
+DECLARE
+    token text := encode(twofa.gen_random_bytes(24), 'hex');
+BEGIN
+    DELETE FROM twofa.grants WHERE expires <= t;
+    INSERT INTO twofa.grants (token_hash, user_name, host, expires)
+    SELECT sha256(convert_to(token, 'UTF8')), p_user, session_user,
+           t + make_interval(secs => s.grant_seconds)
+    FROM twofa.settings AS s;
+    RETURN token;
+END $$;
+
+-- Consume a grant of ``p_user`` issued on this host: true once, then never again.
+CREATE OR REPLACE FUNCTION twofa.use_grant(p_user text, p_grant text, t timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path = twofa, pg_temp AS $$
+BEGIN
+    IF p_grant IS NULL OR length(p_grant) <> 48 THEN
+        RETURN false;
+    END IF;
+    DELETE FROM twofa.grants
+    WHERE token_hash = sha256(convert_to(p_grant, 'UTF8')) AND user_name = p_user
+      AND host = session_user AND expires > t;
+    RETURN FOUND;
+END $$;
+
+-- One wrong answer, in one statement: counted, progressive lock, suspension at
+-- max_consecutive_failures. Not counted while locked, suspended or not enrolled.
+CREATE OR REPLACE FUNCTION twofa.count_failure(p_user text, t timestamptz, s twofa.settings,
+                                               reason text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = twofa, pg_temp AS $$
+DECLARE
+    u twofa.users;
+BEGIN
+    UPDATE twofa.users AS x SET
+        failures = x.failures + 1,
+        suspended = x.failures + 1 >= s.max_consecutive_failures,
+        lock_level = x.lock_level + CASE WHEN x.lock_level > 0 OR cardinality(twofa.recent(
+            x.recent_failures, t, s.interval_seconds, s.max_failures)) >= s.max_failures
+            THEN 1 ELSE 0 END,
+        locked_until = CASE WHEN x.lock_level > 0 OR cardinality(twofa.recent(
+            x.recent_failures, t, s.interval_seconds, s.max_failures)) >= s.max_failures
+            THEN t + make_interval(secs => least(
+                s.lock_seconds * 2::numeric ^ least(x.lock_level, 62), s.max_lock_seconds))
+            ELSE x.locked_until END,
+        recent_failures = CASE WHEN x.lock_level > 0 OR cardinality(twofa.recent(
+            x.recent_failures, t, s.interval_seconds, s.max_failures)) >= s.max_failures
+            THEN '{}' ELSE twofa.recent(x.recent_failures, t, s.interval_seconds,
+                                         s.max_failures) END
+    WHERE x.name = p_user AND x.enrolled AND NOT x.suspended AND x.locked_until <= t
+    RETURNING x.* INTO u;
+    IF NOT FOUND THEN  -- locked, suspended or reset meanwhile: not counted
+        SELECT * INTO u FROM twofa.users WHERE name = p_user;
+        RETURN coalesce(twofa.refusal(u, t), jsonb_build_object('result', reason));
+    END IF;
+    RETURN jsonb_build_object(
+        'result', reason, 'failures', u.failures, 'suspended', u.suspended,
+        'locked_until', CASE WHEN u.locked_until > t THEN twofa.epoch(u.locked_until) END,
+        'email', u.email IS NOT NULL,
+        -- the address only when this failure locks or suspends: the host mails the owner
+        'email_address', CASE WHEN u.locked_until > t OR u.suspended THEN u.email END);
+END $$;
+
+-- ---------------------------------------------------------------- host functions
+
+-- One login's answer: a TOTP code (replay = compare-and-set on last_step), else a
+-- recovery code (consumed once), else a failure (counted, progressive lock, suspension).
+-- Not counted: an empty answer, a replay, any answer while locked or suspended.
+CREATE OR REPLACE FUNCTION twofa_api.check_code(p_user text, p_answer text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    s twofa.settings;
+    u twofa.users;
+    refused jsonb;
+    code text := replace(btrim(coalesce(p_answer, '')), ' ', '');
+    rcode text := replace(code, '-', '');
+    step bigint;
+    left_codes integer;
+BEGIN
+    SELECT * INTO s FROM twofa.settings;
+    SELECT * INTO u FROM twofa.users WHERE name = p_user;
+    refused := twofa.refusal(u, t);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    IF code = '' THEN
+        RETURN jsonb_build_object('result', 'no-answer');
+    END IF;
+    step := twofa.match_step(u.secret, code, t, u.digits, u.period, u.algorithm,
+                             s.window_steps);
+    IF step IS NOT NULL THEN
+        UPDATE twofa.users SET last_step = step, failures = 0, recent_failures = '{}',
+               lock_level = 0, locked_until = '-infinity', last_success = t
+        WHERE name = p_user AND enrolled AND NOT suspended AND last_step < step
+          AND locked_until <= t AND secret = u.secret;  -- not re-keyed meanwhile
+        IF FOUND THEN
+            RETURN jsonb_build_object('result', 'ok', 'step', step,
+                                      'grant', twofa.new_grant(p_user, t));
+        END IF;
+        SELECT * INTO u FROM twofa.users WHERE name = p_user;
+        RETURN coalesce(twofa.refusal(u, t), jsonb_build_object('result', 'replay'));
+    END IF;
+    IF rcode ~ '^[0-9]{8,10}$' THEN  -- a recovery code? (under the user's row lock)
+        SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+        refused := twofa.refusal(u, t);
+        IF refused IS NOT NULL THEN
+            RETURN refused;
+        END IF;
+        DELETE FROM twofa.recovery_codes
+        WHERE user_name = p_user AND mac = twofa.hmac(convert_to(rcode, 'UTF8'), s.pepper, 'sha256');
+        IF FOUND THEN
+            UPDATE twofa.users SET failures = 0, recent_failures = '{}', lock_level = 0,
+                   locked_until = '-infinity', last_success = t
+            WHERE name = p_user;
+            SELECT count(*) INTO left_codes FROM twofa.recovery_codes WHERE user_name = p_user;
+            RETURN jsonb_build_object('result', 'recovery-code', 'left', left_codes);
+        END IF;
+    END IF;
+    RETURN twofa.count_failure(p_user, t, s, 'bad-code');
+END $$;
+
+-- A trusted device skips the code: bound to this host, the PAM service, the client IP
+-- and the SSH key (or none); never while the user is locked or suspended.
+CREATE OR REPLACE FUNCTION twofa_api.skip_device(p_user text, p_service text, p_ip text,
+                                                 p_key text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    found_id text;
+BEGIN
+    UPDATE twofa.devices AS d SET last_used = t
+    FROM twofa.users AS u
+    WHERE d.user_name = p_user AND d.host = session_user AND d.service = p_service
+      AND d.ip = p_ip AND d.key IS NOT DISTINCT FROM p_key AND d.expires > t
+      AND u.name = d.user_name AND u.enrolled AND NOT u.suspended AND u.locked_until <= t
+    RETURNING d.id INTO found_id;
+    RETURN jsonb_build_object('trusted', found_id IS NOT NULL, 'id', found_id);
+END $$;
+
+-- Trust a device: only with a grant a successful code check on this host issued.
+CREATE OR REPLACE FUNCTION twofa_api.add_device(p_user text, p_grant text, p_service text,
+                                                p_ip text, p_key text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    s twofa.settings;
+    u twofa.users;
+    refused jsonb;
+    new_id text := encode(twofa.gen_random_bytes(4), 'hex');
+BEGIN
+    SELECT * INTO s FROM twofa.settings;
+    SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    refused := twofa.refusal(u, t);  -- never while locked (the grant stays unused)
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    IF p_ip IS NULL OR p_ip = '' OR p_service IS NULL OR p_service = ''
+       OR NOT twofa.use_grant(p_user, p_grant, t) THEN
+        RETURN jsonb_build_object('result', 'no-grant');
+    END IF;
+    DELETE FROM twofa.devices WHERE user_name = p_user AND host = session_user
+        AND service = p_service AND ip = p_ip AND key IS NOT DISTINCT FROM p_key;
+    INSERT INTO twofa.devices (id, user_name, host, service, ip, key, created, expires,
+                               last_used)
+    VALUES (new_id, p_user, session_user, p_service, p_ip, p_key, t,
+            t + make_interval(days => s.trust_days), t);
+    DELETE FROM twofa.devices WHERE user_name = p_user AND id IN (
+        SELECT id FROM twofa.devices WHERE user_name = p_user
+        ORDER BY created DESC OFFSET s.trust_max_per_user);
+    RETURN jsonb_build_object('result', 'ok', 'id', new_id,
+                              'expires', twofa.epoch(t + make_interval(days => s.trust_days)));
+END $$;
+
+-- When the user was first seen (starts the enrollment grace period), recorded once.
+CREATE OR REPLACE FUNCTION twofa_api.first_seen(p_user text) RETURNS double precision
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    INSERT INTO twofa.users AS u (name, first_seen) VALUES (p_user, clock_timestamp())
+    ON CONFLICT (name) DO UPDATE SET first_seen = coalesce(u.first_seen, excluded.first_seen)
+    RETURNING twofa.epoch(first_seen)
+$$;
+
+-- What a login or `twofa-enroll status` needs to know, never a secret.
+CREATE OR REPLACE FUNCTION twofa_api.status(p_user text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    SELECT jsonb_build_object(
+        'enrolled', coalesce(bool_or(u.enrolled), false),
+        'email', coalesce(bool_or(u.email IS NOT NULL), false),
+        'failures', coalesce(max(u.failures), 0),
+        'suspended', coalesce(bool_or(u.suspended), false),
+        'locked_until', CASE WHEN max(u.locked_until) > clock_timestamp()
+                             THEN twofa.epoch(max(u.locked_until)) END,
+        'first_seen', CASE WHEN max(u.first_seen) IS NOT NULL
+                           THEN twofa.epoch(max(u.first_seen)) END,
+        'recovery_codes', (SELECT count(*) FROM twofa.recovery_codes WHERE user_name = p_user),
+        'devices', (SELECT count(*) FROM twofa.devices
+                    WHERE user_name = p_user AND host = session_user
+                      AND expires > clock_timestamp()))
+    FROM twofa.users AS u WHERE u.name = p_user
+$$;
+
+-- Who is enrolled, for the daemon's offline list (names only).
+CREATE OR REPLACE FUNCTION twofa_api.enrolled_users() RETURNS SETOF text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    SELECT name FROM twofa.users WHERE enrolled ORDER BY name
+$$;
+
+-- Start an enrollment on this host: the new secret goes to this host only. Replacing
+-- an enrolled user's secret needs a grant (the user proved the current one here).
+CREATE OR REPLACE FUNCTION twofa_api.enroll_begin(p_user text, p_grant text, p_digits integer,
+                                                  p_period integer, p_algorithm text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    s twofa.settings;
+    u twofa.users;
+    fresh bytea := twofa.gen_random_bytes(20);
+BEGIN
+    SELECT * INTO s FROM twofa.settings;
+    IF p_digits NOT BETWEEN 6 AND 10 OR p_period NOT BETWEEN 1 AND 3600
+       OR p_algorithm NOT IN ('SHA1', 'SHA256', 'SHA512') THEN
+        RETURN jsonb_build_object('result', 'bad-parameters');
+    END IF;
+    INSERT INTO twofa.users (name) VALUES (p_user) ON CONFLICT DO NOTHING;
+    SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    IF u.enrolled AND NOT twofa.use_grant(p_user, p_grant, t) THEN
+        RETURN jsonb_build_object('result', 'no-grant');
+    END IF;
+    UPDATE twofa.users SET pending_secret = fresh, pending_digits = p_digits,
+           pending_period = p_period, pending_algorithm = p_algorithm,
+           pending_host = session_user, pending_until = t + make_interval(secs => s.pending_seconds)
+    WHERE name = p_user;
+    RETURN jsonb_build_object('result', 'ok', 'secret', encode(fresh, 'hex'),
+                              'expires', twofa.epoch(t + make_interval(secs => s.pending_seconds)));
+END $$;
+
+-- Finish it with a code from the new secret, on the host that began it.
+CREATE OR REPLACE FUNCTION twofa_api.enroll_confirm(p_user text, p_code text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    s twofa.settings;
+    u twofa.users;
+    step bigint;
+BEGIN
+    SELECT * INTO s FROM twofa.settings;
+    SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    IF u.name IS NULL OR u.pending_secret IS NULL OR u.pending_host <> session_user
+       OR u.pending_until <= t THEN
+        RETURN jsonb_build_object('result', 'no-pending');
+    END IF;
+    step := twofa.match_step(u.pending_secret, replace(btrim(coalesce(p_code, '')), ' ', ''),
+                             t, u.pending_digits, u.pending_period, u.pending_algorithm,
+                             s.window_steps);
+    IF step IS NULL THEN
+        RETURN jsonb_build_object('result', 'bad-code');
+    END IF;
+    UPDATE twofa.users SET enrolled = true, secret = pending_secret, digits = pending_digits,
+           period = pending_period, algorithm = pending_algorithm, enrolled_at = t,
+           last_step = step, failures = 0, recent_failures = '{}', lock_level = 0,
+           locked_until = '-infinity', suspended = false, pending_secret = NULL,
+           pending_digits = NULL, pending_period = NULL, pending_algorithm = NULL,
+           pending_host = NULL, pending_until = NULL
+    WHERE name = p_user;
+    DELETE FROM twofa.devices WHERE user_name = p_user;  -- the old secret vouched for them
+    DELETE FROM twofa.grants WHERE user_name = p_user;
+    RETURN jsonb_build_object('result', 'ok');
+END $$;
+
+-- Ten new recovery codes (old ones void), shown once to the user through this host.
+CREATE OR REPLACE FUNCTION twofa_api.new_recovery_codes(p_user text, p_grant text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    s twofa.settings;
+    codes text[];
+BEGIN
+    SELECT * INTO s FROM twofa.settings;
+    IF NOT twofa.use_grant(p_user, p_grant, t) THEN
+        RETURN jsonb_build_object('result', 'no-grant');
+    END IF;
+    SELECT array_agg(lpad(((('x' || encode(twofa.gen_random_bytes(8), 'hex'))::bit(64)::bigint
+                            & 9223372036854775807) % 10000000000)::text, 10, '0'))
+    INTO codes FROM generate_series(1, 10);
+    DELETE FROM twofa.recovery_codes WHERE user_name = p_user;
+    INSERT INTO twofa.recovery_codes (user_name, mac)
+    SELECT p_user, twofa.hmac(convert_to(c, 'UTF8'), s.pepper, 'sha256') FROM unnest(codes) AS c
+    ON CONFLICT DO NOTHING;
+    RETURN jsonb_build_object('result', 'ok', 'codes', to_jsonb(codes));
+END $$;
+
+-- This host's trusted devices of a user (``twofa-enroll devices``), and revoking one.
+CREATE OR REPLACE FUNCTION twofa_api.devices(p_user text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+        'id', id, 'service', service, 'ip', ip, 'key', key, 'created', twofa.epoch(created),
+        'expires', twofa.epoch(expires), 'last_used', twofa.epoch(last_used),
+        'expired', expires <= clock_timestamp()) ORDER BY created), '[]')
+    FROM twofa.devices WHERE user_name = p_user AND host = session_user
+$$;
+
+CREATE OR REPLACE FUNCTION twofa_api.revoke_device(p_user text, p_id text) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    DELETE FROM twofa.devices WHERE user_name = p_user AND host = session_user
+        AND (p_id IS NULL OR id = p_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+-- The user asked for an emergency code by mail: a fresh code (voiding the last one),
+-- its MAC kept, the send counted against the hourly budget. The code and address go
+-- to this host, which mails it.
+CREATE OR REPLACE FUNCTION twofa_api.emergency_begin(p_user text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    s twofa.settings;
+    u twofa.users;
+    refused jsonb;
+    recent timestamptz[];
+    code text;
+BEGIN
+    SELECT * INTO s FROM twofa.settings;
+    SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    refused := twofa.refusal(u, t);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    IF u.email IS NULL THEN
+        RETURN jsonb_build_object('result', 'no-email');
+    END IF;
+    IF u.email_changed_at IS NOT NULL
+       AND t < u.email_changed_at + make_interval(hours => s.after_email_change_hours) THEN
+        RETURN jsonb_build_object('result', 'email-changed', 'until', twofa.epoch(
+            u.email_changed_at + make_interval(hours => s.after_email_change_hours)));
+    END IF;
+    SELECT coalesce(array_agg(x ORDER BY x), '{}') INTO recent FROM unnest(u.sends) AS x
+    WHERE t - x < interval '1 hour' AND x <= t + interval '1 minute';
+    IF cardinality(recent) >= s.max_sends_per_hour THEN
+        UPDATE twofa.users SET sends = recent WHERE name = p_user;
+        RETURN jsonb_build_object('result', 'send-limit');
+    END IF;
+    code := lpad(((('x' || encode(twofa.gen_random_bytes(8), 'hex'))::bit(64)::bigint
+                   & 9223372036854775807) % (10::numeric ^ s.emergency_digits)::bigint)::text,
+                 s.emergency_digits, '0');
+    UPDATE twofa.users SET sends = recent || t,
+           emergency_mac = twofa.hmac(convert_to(p_user || ':' || code, 'UTF8'), s.pepper,
+                                      'sha256'),
+           emergency_expires = t + make_interval(secs => s.emergency_ttl_seconds)
+    WHERE name = p_user;
+    RETURN jsonb_build_object('result', 'ok', 'code', code, 'email', u.email,
+                              'expires', twofa.epoch(t + make_interval(
+                                  secs => s.emergency_ttl_seconds)));
+END $$;
+
+-- The emergency code typed: accepted once before it expires; a wrong one is counted.
+CREATE OR REPLACE FUNCTION twofa_api.emergency_check(p_user text, p_answer text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    s twofa.settings;
+    u twofa.users;
+    refused jsonb;
+    code text := translate(coalesce(p_answer, ''), ' -' || chr(9), '');
+BEGIN
+    SELECT * INTO s FROM twofa.settings;
+    SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    refused := twofa.refusal(u, t);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    IF u.emergency_mac IS NOT NULL AND t < u.emergency_expires AND code ~ '^[0-9]+$'
+       AND u.emergency_mac = twofa.hmac(convert_to(p_user || ':' || code, 'UTF8'), s.pepper,
+                                        'sha256') THEN
+        UPDATE twofa.users SET emergency_mac = NULL, emergency_expires = NULL, failures = 0,
+               recent_failures = '{}', lock_level = 0, locked_until = '-infinity',
+               last_success = t
+        WHERE name = p_user;
+        RETURN jsonb_build_object('result', 'emergency-code', 'email', u.email);
+    END IF;
+    IF u.emergency_mac IS NOT NULL AND t >= u.emergency_expires THEN
+        UPDATE twofa.users SET emergency_mac = NULL, emergency_expires = NULL
+        WHERE name = p_user;  -- expired: no use keeping it
+    END IF;
+    RETURN twofa.count_failure(p_user, t, s, 'bad-emergency-code');
+END $$;
+
+-- ---------------------------------------------------------------- admin functions
+
+-- Bring one user in from a file store: 'added', 'same' (that secret already), or
+-- 'conflict' (another secret; replaced only with p_force -> 'replaced').
+CREATE OR REPLACE FUNCTION twofa_api.admin_import(p_user text, p_secret bytea, p_digits integer,
+                                                  p_period integer, p_algorithm text,
+                                                  p_last_step bigint, p_email text,
+                                                  p_force boolean) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    u twofa.users;
+    outcome text := 'added';
+BEGIN
+    INSERT INTO twofa.users (name) VALUES (p_user) ON CONFLICT DO NOTHING;
+    SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    IF u.enrolled THEN
+        IF u.secret = p_secret AND u.digits = p_digits AND u.period = p_period
+           AND u.algorithm = p_algorithm THEN
+            UPDATE twofa.users SET last_step = greatest(last_step, p_last_step),
+                   email = coalesce(email, p_email)
+            WHERE name = p_user;
+            RETURN 'same';
+        END IF;
+        IF NOT p_force THEN
+            RETURN 'conflict';
+        END IF;
+        outcome := 'replaced';
+        DELETE FROM twofa.devices WHERE user_name = p_user;
+        DELETE FROM twofa.grants WHERE user_name = p_user;
+        DELETE FROM twofa.recovery_codes WHERE user_name = p_user;
+    END IF;
+    UPDATE twofa.users SET enrolled = true, secret = p_secret, digits = p_digits,
+           period = p_period, algorithm = p_algorithm, enrolled_at = clock_timestamp(),
+           last_step = p_last_step, failures = 0, recent_failures = '{}', lock_level = 0,
+           locked_until = '-infinity', suspended = false, email = coalesce(p_email, email)
+    WHERE name = p_user;
+    RETURN outcome;
+END $$;
+
+CREATE OR REPLACE FUNCTION twofa_api.admin_set_recovery_codes(p_user text, p_codes text[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    DELETE FROM twofa.recovery_codes WHERE user_name = p_user;
+    INSERT INTO twofa.recovery_codes (user_name, mac)
+    SELECT p_user, twofa.hmac(convert_to(c, 'UTF8'), s.pepper, 'sha256')
+    FROM unnest(p_codes) AS c, twofa.settings AS s ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+CREATE OR REPLACE FUNCTION twofa_api.admin_reset(p_user text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+BEGIN
+    DELETE FROM twofa.users WHERE name = p_user;
+    RETURN FOUND;
+END $$;
+
+CREATE OR REPLACE FUNCTION twofa_api.admin_unlock(p_user text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+BEGIN
+    UPDATE twofa.users SET failures = 0, recent_failures = '{}', lock_level = 0,
+           locked_until = '-infinity', suspended = false
+    WHERE name = p_user;
+    RETURN FOUND;
+END $$;
+
+CREATE OR REPLACE FUNCTION twofa_api.admin_set_email(p_user text, p_email text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+BEGIN
+    UPDATE twofa.users SET email = p_email WHERE name = p_user AND enrolled;
+    RETURN FOUND;
+END $$;
+
+-- Every host's devices of a user (twofa-admin trust list), and revoking them.
+CREATE OR REPLACE FUNCTION twofa_api.admin_devices(p_user text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+        'id', id, 'host', host, 'service', service, 'ip', ip, 'key', key,
+        'created', twofa.epoch(created), 'expires', twofa.epoch(expires),
+        'last_used', twofa.epoch(last_used), 'expired', expires <= clock_timestamp())
+        ORDER BY created), '[]')
+    FROM twofa.devices WHERE user_name = p_user
+$$;
+
+CREATE OR REPLACE FUNCTION twofa_api.admin_revoke_devices(p_user text, p_id text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    DELETE FROM twofa.devices WHERE user_name = p_user AND (p_id IS NULL OR id = p_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+CREATE OR REPLACE FUNCTION twofa_api.admin_status() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    SELECT jsonb_build_object(
+        'version', (SELECT version FROM twofa.schema_version),
+        'hosts', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                      'name', name, 'added_at', twofa.epoch(added_at),
+                      'last_seen', twofa.epoch(last_seen)) ORDER BY name), '[]')
+                  FROM twofa.hosts),
+        'users', (SELECT count(*) FROM twofa.users),
+        'enrolled', (SELECT count(*) FROM twofa.users WHERE enrolled),
+        'locked', (SELECT count(*) FROM twofa.users
+                   WHERE locked_until > clock_timestamp() OR suspended))
+$$;
+
+-- A host says it is alive (the daemon at each connect): `fleet status` shows it.
+CREATE OR REPLACE FUNCTION twofa_api.hello() RETURNS integer
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    UPDATE twofa.hosts SET last_seen = clock_timestamp() WHERE name = session_user;
+    SELECT version FROM twofa.schema_version
+$$;
+
+RESET ROLE;
+
+-- Only the listed roles may call; nothing else can (EXECUTE is PUBLIC's by default).
+-- (Schema twofa needs no REVOKE: no role but its owner may use it, and pgcrypto's
+-- functions there must stay callable by twofa_owner.)
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA twofa_api FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    twofa_api.check_code(text, text),
+    twofa_api.skip_device(text, text, text, text),
+    twofa_api.add_device(text, text, text, text, text),
+    twofa_api.first_seen(text),
+    twofa_api.status(text),
+    twofa_api.enrolled_users(),
+    twofa_api.enroll_begin(text, text, integer, integer, text),
+    twofa_api.enroll_confirm(text, text),
+    twofa_api.new_recovery_codes(text, text),
+    twofa_api.devices(text),
+    twofa_api.revoke_device(text, text),
+    twofa_api.emergency_begin(text),
+    twofa_api.emergency_check(text, text),
+    twofa_api.hello()
+TO twofa_host;
+GRANT EXECUTE ON FUNCTION
+    twofa_api.admin_import(text, bytea, integer, integer, text, bigint, text, boolean),
+    twofa_api.admin_set_recovery_codes(text, text[]),
+    twofa_api.admin_reset(text),
+    twofa_api.admin_unlock(text),
+    twofa_api.admin_set_email(text, text),
+    twofa_api.admin_devices(text),
+    twofa_api.admin_revoke_devices(text, text),
+    twofa_api.admin_status(),
+    twofa_api.status(text),
+    twofa_api.enrolled_users()
+TO twofa_admin;
