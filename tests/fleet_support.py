@@ -19,7 +19,7 @@ import pytest
 
 from pam_twofa import fleetclient, totp
 from pam_twofa.fleet import admin
-from pam_twofa.policy import defaults
+from pam_twofa.schema import defaults
 from tests.harness.pgserver import PgServer, make_template
 
 REPO = Path(__file__).resolve().parent.parent

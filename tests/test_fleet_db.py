@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 from pam_twofa import lockout, totp
-from pam_twofa.policy import defaults
+from pam_twofa.schema import defaults
 from tests.fleet_support import ADMIN, HOSTS, FleetDb, check, fleet_db, fleet_template
 
 __all__ = ["fleet_db", "fleet_template"]
