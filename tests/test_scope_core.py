@@ -291,3 +291,73 @@ def test_trust_offered_only_where_the_service_allows(store: FileStore) -> None:
            "trusted_devices": {"enabled": True}}
     decision, conv = login(store, off, [None], service="sshd", rhost="192.0.2.7")
     assert decision.reason == "no-answer" and len(conv.prompts) == 1
+
+
+# ------------------------------------------------------------------ ipaddress as the oracle
+def _oracle(ip: str, net: str) -> bool:
+    """Whether ``ip`` is in ``net`` by ``ipaddress``, v4-mapped addresses as IPv4."""
+    import ipaddress
+
+    def plain(a: ipaddress.IPv4Address | ipaddress.IPv6Address
+              ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        mapped = getattr(a, "ipv4_mapped", None)
+        return mapped if mapped is not None else a
+
+    network = ipaddress.ip_network(net)
+    addr = plain(ipaddress.ip_address(ip))
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96 and \
+            network.network_address.ipv4_mapped is not None:
+        network = ipaddress.ip_network(
+            f"{network.network_address.ipv4_mapped}/{network.prefixlen - 96}")
+    return addr.version == network.version and addr in network
+
+
+def _networks() -> Any:
+    from hypothesis import strategies as st
+
+    def cut(addr: Any, prefix: int) -> str:
+        import ipaddress
+
+        return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+
+    v4 = st.builds(cut, st.ip_addresses(v=4), st.integers(1, 32))
+    v6 = st.builds(cut, st.ip_addresses(v=6), st.integers(1, 128))
+    mapped = st.builds(lambda a, p: cut(f"::ffff:{a}", p + 96), st.ip_addresses(v=4),
+                       st.integers(1, 32))
+    return st.one_of(v4, v6, mapped)
+
+
+def test_matching_agrees_with_ipaddress() -> None:
+    """Random addresses (v4, v6, v4-mapped, near the network) and networks: the int
+    arithmetic of the login agrees with ``ipaddress`` wherever the policy accepts the
+    network."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from pam_twofa.validators import Invalid, network
+
+    def near(net: str, bits: int) -> str:
+        import ipaddress
+
+        n = ipaddress.ip_network(net)
+        return str(ipaddress.ip_address(int(n.network_address) ^ bits)) if bits < 2 ** (
+            n.max_prefixlen) else str(n.network_address)
+
+    addresses = st.one_of(st.ip_addresses().map(str),
+                          st.ip_addresses(v=4).map(lambda a: f"::ffff:{a}"))
+
+    @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_networks(), addresses, st.integers(0, 2**32), st.booleans())
+    def check(net: str, ip: str, bits: int, close: bool) -> None:
+        if close:
+            ip = near(net, bits)
+        try:
+            compiled = network(net)
+        except Invalid:  # /0-like and the v4-holding v6 networks are refused at load
+            return
+        found = scope.address(ip)
+        assert found is not None
+        assert (scope.exempt_network(found[1], (compiled,)) is not None) == _oracle(ip, net), (
+            ip, net)
+
+    check()

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from tests.harness.pamenv import ENTRY_MODULE, PAM_MATRIX, PAM_SET_ITEMS, PamEnv, oathtool
-from tests.harness.wait import wait_fresh_step
 from tests.pam_support import PROMPT, enroll, log_text, output, wrong_code
 
 PUTENV = Path(__file__).resolve().parent / "harness" / "pam_putenv.py"
@@ -79,8 +78,8 @@ def test_trust_only_on_sshd(world: PamEnv) -> None:
     rhost = {"PAM_RHOST": "192.0.2.7"}
     res = world.pamtester("su", "alice", ["secret", oathtool(secret), "yes"], env=rhost)
     assert res.rc == 0 and "Trust this device" not in output(res), res
-    wait_fresh_step()
-    res = world.pamtester("sshd", "alice", ["secret", oathtool(secret), "yes"], env=rhost)
+    nxt = oathtool(secret, at=int(time.time()) + 30)  # the next step: never a replay
+    res = world.pamtester("sshd", "alice", ["secret", nxt, "yes"], env=rhost)
     assert res.rc == 0 and "This device is trusted until" in output(res), res
     res = world.pamtester("sshd", "alice", ["secret"], env=rhost)
     assert res.rc == 0 and not asked(res), res
