@@ -90,6 +90,15 @@ def authenticate(request: Request, policy: Policy, store: Store, clock: Clock) -
 
 def _decide(request: Request, policy: Policy, store: Store, clock: Clock) -> Decision:
     conv = request.conversation
+    rules = None
+    if policy.services or policy.exempt_networks:  # per-service rules: pam_twofa.scope
+        from pam_twofa import scope
+
+        rules = scope.effective(policy, request.service,
+                                scope.client_of(request.ssh_connection, request.rhost))
+        if not rules.enabled:  # for everyone, before any question: no account enumeration
+            return Decision(outcome=Outcome.IGNORE, reason="service-disabled")
+        policy = rules.applied(policy)  # the service's mandatory and trust switch
     try:
         validate_user_name(request.user)
     except InvalidUserName:
@@ -97,6 +106,8 @@ def _decide(request: Request, policy: Policy, store: Store, clock: Clock) -> Dec
         conv.error(MSG_WRONG)
         return Decision(outcome=Outcome.REFUSE, reason="bad-user-name")
     account = request.account
+    if rules is not None and rules.network is not None:
+        return _exempt(request, rules.address, rules.network, store, clock)
     if account is None:
         _ask_code(request)  # no account enumeration through the prompt
         conv.error(MSG_WRONG)
@@ -128,6 +139,26 @@ def _decide(request: Request, policy: Policy, store: Store, clock: Clock) -> Dec
         extra = trust.offer(request, account.name, policy, store, clock)
         decision = decision.replace(fields=decision.fields + extra)
     return decision
+
+
+def _exempt(request: Request, address: str | None, network: str, store: Store,
+            clock: Clock) -> Decision:
+    """A client in an exempt network: no code is asked, of anyone (known or not, so
+    nothing is told about accounts). A lock or a suspension is the account's, not the
+    network's: an enrolled user under one is refused, as at the code prompt."""
+    fields: tuple[tuple[str, Any], ...] = (("address", address), ("network", network))
+    state = store.load(request.account.name) if request.account is not None else None
+    if state is not None and state.enrolled:
+        if lockout.suspended(state):
+            request.conversation.error(MSG_SUSPENDED)
+            return Decision(outcome=Outcome.REFUSE, reason="suspended", fields=fields)
+        until = lockout.locked_until(state, clock.now())
+        if until is not None:
+            request.conversation.error(f"Too many wrong codes: locked until "
+                                       f"{format_time(until)}.")
+            return Decision(outcome=Outcome.REFUSE, reason="locked",
+                            fields=(("locked_until", int(until)), *fields))
+    return Decision(outcome=Outcome.IGNORE, reason="exempt-network", fields=fields)
 
 
 def _ask_code(request: Request, prompt: str = CODE_PROMPT) -> str | None:

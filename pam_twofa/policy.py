@@ -69,6 +69,12 @@ class NameSet:
         return f"NameSet({sorted(self.names())!r})"
 
 
+# An exempt network, compiled (``schema.Networks``): its text, and its address and
+# prefix length in the IPv6 space, an IPv4 network as its v4-mapped form
+# (10.0.0.0/8 is (..., 0xffff0a000000, 104)): a login matches with int arithmetic.
+Network = tuple[str, int, int]
+
+
 class MandatoryPolicy(Record):
     scope: str
     admin_groups: NameSet
@@ -181,6 +187,16 @@ class StorePolicy(Record):
     postgresql: PostgresqlPolicy
 
 
+class ServicePolicy(Record):
+    """One PAM service's rules (``services.NAME``); None: the top-level setting."""
+
+    name: str
+    enabled: bool
+    mandatory: MandatoryPolicy | None
+    trusted_devices: bool | None
+    exempt_networks: tuple[Network, ...] | None
+
+
 class Policy(Record):
     mandatory: MandatoryPolicy
     enrollment: EnrollmentPolicy
@@ -193,6 +209,8 @@ class Policy(Record):
     clock: ClockPolicy
     store: StorePolicy
     failmode: str
+    exempt_networks: tuple[Network, ...] = ()  # see pam_twofa.scope
+    services: tuple[ServicePolicy, ...] = ()  # by name; see pam_twofa.scope
 
 
 SECTIONS: dict[str, type[Record]] = {
@@ -212,18 +230,24 @@ SECTIONS: dict[str, type[Record]] = {
 NESTED: dict[str, type[Record]] = {"PostgresqlPolicy": PostgresqlPolicy}
 
 
+def _record(cls: type[Record], values: dict[str, Any]) -> Any:
+    notes = cls.__annotations__
+    return cls(**{k: _field(notes.get(k), v) for k, v in values.items()})
+
+
 def build(plain: dict[str, Any]) -> Policy:
     """Records from validated data keyed by field names (no checks here).
 
     The compiled cache stores each ``NameSet`` as its joined text (marshal only
     knows built-in types); a field annotated ``NameSet`` turns it back.
     """
-    sections: dict[str, Any] = {}
-    for name, cls in SECTIONS.items():
-        values = plain[name]
-        notes = cls.__annotations__
-        sections[name] = cls(**{k: _field(notes.get(k), v) for k, v in values.items()})
-    return Policy(failmode=plain["failmode"], **sections)
+    sections = {name: _record(cls, plain[name]) for name, cls in SECTIONS.items()}
+    services = tuple(
+        ServicePolicy(**{**values, "name": name, "mandatory": None if values["mandatory"] is None
+                         else _record(MandatoryPolicy, values["mandatory"])})
+        for name, values in sorted(plain["services"].items()))
+    return Policy(failmode=plain["failmode"], exempt_networks=plain["exempt_networks"],
+                  services=services, **sections)
 
 
 def _field(note: object, value: Any) -> Any:

@@ -35,7 +35,8 @@ CACHE_VERSION = 2
 # The modules whose code decides what a policy file compiles to (parse, validate,
 # defaults, record shapes). tests/test_policy_core.py checks that this covers every
 # pam_twofa module they import.
-COMPILER = ("policyfile.py", "schema.py", "policy.py", "record.py", "errors.py")
+COMPILER = ("policyfile.py", "schema.py", "validators.py", "policy.py", "record.py",
+            "errors.py")
 LAST_VALID = "policy.last-valid"  # in the cache dir; kept across upgrades
 
 
@@ -135,7 +136,8 @@ def _plain(loader: Any, node: Any, key_path: tuple[str, ...],
             out[key] = _plain(loader, value_node, (*key_path, key), lines, path)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_plain(loader, item, key_path, lines, path) for item in node.value]
+        return [_plain(loader, item, (*key_path, f"[{i}]"), lines, path)  # a line per item
+                for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)
 
 
@@ -170,13 +172,14 @@ def _read_cache(paths: Paths, key: tuple[Any, ...],
     return None
 
 
-def _compiled(plain: dict[str, Any]) -> dict[str, Any]:
-    """``plain`` with only built-in types (marshal's), NameSets as their text."""
-    return {
-        section: ({k: (v.text if isinstance(v, policy.NameSet) else v)
-                   for k, v in values.items()} if isinstance(values, dict) else values)
-        for section, values in plain.items()
-    }
+def _compiled(plain: Any) -> Any:
+    """``plain`` with only built-in types (marshal's), NameSets as their text (also
+    inside ``services``)."""
+    if isinstance(plain, policy.NameSet):
+        return plain.text
+    if isinstance(plain, dict):
+        return {k: _compiled(v) for k, v in plain.items()}
+    return plain
 
 
 def _write(paths: Paths, name: str, data: tuple[Any, ...]) -> None:

@@ -13,7 +13,6 @@ from pam_twofa.policy import (
     EnrollmentPolicy,
     LockoutPolicy,
     MandatoryPolicy,
-    NameSet,
     NotificationPolicy,
     Policy,
     SmtpPolicy,
@@ -22,163 +21,27 @@ from pam_twofa.policy import (
     TrustPolicy,
     build,
 )
+from pam_twofa.validators import (
+    Bool,
+    Check,
+    Choice,
+    Conninfo,
+    Int,
+    Invalid,
+    Names,
+    Nested,
+    Networks,
+    Num,
+    Overrides,
+    Str,
+    cidr,
+    server,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
-
-
-class Invalid(ValueError):
-    """A value the schema refuses; the loader adds file and line."""
-
-
-class Check:
-    """One key's validator and default."""
-
-    def __init__(self, default: Any, doc: str) -> None:
-        self.default = default
-        self.doc = doc
-
-    def __call__(self, value: object) -> Any:
-        raise NotImplementedError
-
-
-class Int(Check):
-    def __init__(self, default: int | None, lo: int, hi: int, doc: str, null: bool = False):
-        super().__init__(default, doc)
-        self.lo, self.hi, self.null = lo, hi, null
-
-    def __call__(self, value: object) -> int | None:
-        if value is None and self.null:
-            return None
-        if type(value) is not int:
-            raise Invalid(f"must be a whole number from {self.lo} to {self.hi}")
-        if not self.lo <= value <= self.hi:
-            raise Invalid(f"must be from {self.lo} to {self.hi}, not {value}")
-        return value
-
-
-class Num(Int):
-    def __call__(self, value: object) -> Any:
-        if type(value) is float and value == value:
-            if not self.lo <= value <= self.hi:
-                raise Invalid(f"must be from {self.lo} to {self.hi}, not {value}")
-            return value
-        return super().__call__(value)
-
-
-class Bool(Check):
-    def __call__(self, value: object) -> bool:
-        if type(value) is not bool:
-            raise Invalid("must be true or false")
-        return value
-
-
-class Choice(Check):
-    def __init__(self, default: str, choices: tuple[str, ...], doc: str) -> None:
-        super().__init__(default, doc)
-        self.choices = choices
-
-    def __call__(self, value: object) -> str:
-        if value not in self.choices or type(value) is not str:
-            raise Invalid(f"must be one of {', '.join(self.choices)}, not {value!r}")
-        return value
-
-
-class Str(Check):
-    def __call__(self, value: object) -> str | None:
-        if value is None:
-            return None
-        if type(value) is not str or not value or any(ord(c) < 32 for c in value):
-            raise Invalid("must be a non-empty one-line string or null")
-        return value
-
-
-class Conninfo(Str):
-    """A libpq conninfo string without a password in it (the policy is not a secret
-    store: client certificates, or ``passfile=`` naming a root-only file)."""
-
-    def __call__(self, value: object) -> str | None:
-        text = super().__call__(value)
-        if text is None:
-            return None
-        import re
-
-        if (re.search(r"(?:^|\s)password\s*=", text)
-                or re.match(r"postgres(?:ql)?://[^/@]*:[^/@]*@", text)
-                or re.search(r"[?&]password=", text)):
-            raise Invalid("must not hold a password: use a client certificate, or "
-                          "passfile= naming a file only root can read")
-        return text
-
-
-class Names(Check):
-    """A list of user/group names (or other plain tokens), kept as a ``NameSet``."""
-
-    def __init__(self, default: tuple[str, ...], doc: str,
-                 each: Callable[[str], str] | None = None, ordered: bool = False) -> None:
-        super().__init__(tuple(default) if ordered else NameSet(default), doc)
-        self.each = each
-        self.ordered = ordered
-
-    def __call__(self, value: object) -> Any:
-        if value is None:
-            return () if self.ordered else NameSet()
-        if type(value) is not list:
-            raise Invalid("must be a list")
-        out: dict[str, None] = {}
-        for item in value:
-            if type(item) is not str or not item or any(c.isspace() or ord(c) < 32 for c in item):
-                raise Invalid(f"must list plain names without spaces, not {item!r}")
-            out[self.each(item) if self.each else item] = None
-        return tuple(out) if self.ordered else NameSet(out)
-
-
-class Nested(Check):
-    """A mapping of its own keys inside a section (``store.postgresql``), as a plain dict."""
-
-    def __init__(self, checks: dict[str, Check], doc: str) -> None:
-        super().__init__({k: c.default for k, c in checks.items()}, doc)
-        self.checks = checks
-
-    def __call__(self, value: object) -> Any:
-        raise Invalid("is a mapping")  # validate() walks it with check_all
-
-    def check_all(self, value: object, where: Callable[[tuple[str, ...]], int],
-                  path: tuple[str, ...]) -> tuple[dict[str, Any], list[tuple[int, str]]]:
-        name = ".".join(path)
-        if value is None:
-            value = {}
-        if type(value) is not dict:
-            return dict(self.default), [(where(path), f"{name} must be a mapping")]
-        errors = [(where((*path, str(k))), f"unknown key {name}.{k} (known: "
-                   f"{', '.join(self.checks)})") for k in value if k not in self.checks]
-        out: dict[str, Any] = {}
-        for key, check in self.checks.items():
-            try:
-                out[key] = check(value[key]) if key in value else check.default
-            except Invalid as exc:
-                errors.append((where((*path, key)), f"{name}.{key} {exc}"))
-                out[key] = check.default
-        return out, errors
-
-
-def _cidr(text: str) -> str:
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_network(text, strict=False))
-    except ValueError:
-        raise Invalid(f"{text!r} is not an IP network (CIDR)") from None
-
-
-def _server(text: str) -> str:
-    _host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
-        raise Invalid(f"{text!r}: bad port")
-    return text
-
 
 _DAY = 86400
 # section -> (record, {yaml key: check}); a key's record field is the same name,
@@ -225,7 +88,7 @@ SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
         "enabled": Bool(False, "offer to trust a device after a right code"),
         "days": Int(30, 1, 365, "how long a device stays trusted"),
         "max_per_user": Int(10, 1, 100, "trusted devices per user; the oldest gives way"),
-        "networks": Names((), "CIDRs where trust may be offered (empty: anywhere)", _cidr),
+        "networks": Names((), "CIDRs where trust may be offered (empty: anywhere)", cidr),
         "require_key": Bool(False, "offer trust only to SSH public-key logins"),
     }),
     "smtp": (SmtpPolicy, {
@@ -296,7 +159,7 @@ SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
     "clock": (ClockPolicy, {
         "servers": Names(DEFAULT_NTP_SERVERS,
                          "NTP servers, HOST or HOST:PORT; the median offset decides "
-                         "(empty: the host's own, else pool.ntp.org)", _server, ordered=True),
+                         "(empty: the host's own, else pool.ntp.org)", server, ordered=True),
         "max_offset_seconds": Num(10, 0, 3600, "largest offset counted as in sync"),
         "timeout_seconds": Num(5, 1, 60, "timeout of each NTP query"),
     }),
@@ -304,6 +167,31 @@ SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
 RENAMED = {("smtp", "from"): "sender"}
 FAILMODE = Choice("secure", ("secure", "safe"),
                   "on an internal error: secure refuses the login, safe ignores the module")
+EXEMPT_NETWORKS = Networks("networks (CIDR) whose clients are not asked for a code, whoever "
+                           "they are (a lock or a suspension still refuses); log "
+                           "reason=exempt-network")
+# services.NAME: one PAM service's rules (pam_twofa.scope); a key left out (or null)
+# is the top-level setting.
+SERVICE: dict[str, Check] = {
+    "enabled": Bool(True, "false: the module ignores this service, for everyone (PAM_IGNORE, "
+                          "log reason=service-disabled)"),
+    "mandatory": Overrides("mandatory", "who must use 2FA on this service: keys of mandatory, "
+                                        "each replacing the top-level one (null: the "
+                                        "top-level mandatory)"),
+    "trusted_devices": Bool(None, "whether trusted devices are offered and honoured on this "
+                                  "service (null: trusted_devices.enabled)", null=True),
+    "exempt_networks": Networks("replaces the top-level exempt_networks on this service "
+                                "([]: none; null: the top-level list)", null=True),
+}
+TOP_LEVEL = ("services", "exempt_networks", "failmode")
+# Service names: PAM service file names, which libpam lowers (pam_start), never a path.
+SERVICE_NAME = r"[a-z0-9_][a-z0-9_.+-]{0,254}"
+NOT_A_SERVICE = {
+    "other": "'other' is PAM's fallback file, not a service: a login reports the name "
+             "its program asked for",
+    **{f"common-{kind}": f"'common-{kind}' is an included file, not a service"
+       for kind in ("auth", "account", "password", "session", "session-noninteractive")},
+}
 
 
 def _cross_checks(plain: dict[str, Any]) -> Iterable[tuple[str, str, str]]:
@@ -348,14 +236,22 @@ def validate(data: object, where: Callable[[tuple[str, ...]], int] = lambda p: 0
         return {}, [(where(()), "the policy must be a mapping of sections")]
     plain: dict[str, Any] = {}
     for key in data:
-        if key not in SCHEMA and key != "failmode":
-            known = ", ".join([*SCHEMA, "failmode"])
+        if key not in SCHEMA and key not in TOP_LEVEL:
+            known = ", ".join([*SCHEMA, *TOP_LEVEL])
             errors.append((where((str(key),)), f"unknown section {key!r} (known: {known})"))
-    try:
-        plain["failmode"] = FAILMODE(data.get("failmode", FAILMODE.default))
-    except Invalid as exc:
-        errors.append((where(("failmode",)), f"failmode {exc}"))
-        plain["failmode"] = FAILMODE.default
+
+    def run(check: Check, value: object, path: tuple[str, ...], fallback: Any) -> Any:
+        try:
+            return check(value)
+        except Invalid as exc:
+            at = path if exc.index is None else (*path, f"[{exc.index}]")
+            errors.append((where(at), f"{'.'.join(path)} {exc}"))
+            return fallback
+
+    plain["failmode"] = run(FAILMODE, data.get("failmode", FAILMODE.default), ("failmode",),
+                            FAILMODE.default)
+    plain["exempt_networks"] = run(EXEMPT_NETWORKS, data.get("exempt_networks"),
+                                   ("exempt_networks",), ())
     for section, (_cls, checks) in SCHEMA.items():
         given = data.get(section)
         if given is None:
@@ -374,12 +270,10 @@ def validate(data: object, where: Callable[[tuple[str, ...]], int] = lambda p: 0
                 values[key], nested = check.check_all(given.get(key), where, (section, key))
                 errors.extend(nested)
                 continue
-            try:
-                values[key] = check(given[key]) if key in given else check.default
-            except Invalid as exc:
-                errors.append((where((section, key)), f"{section}.{key} {exc}"))
-                values[key] = check.default
+            values[key] = (run(check, given[key], (section, key), check.default)
+                           if key in given else check.default)
         plain[section] = values
+    plain["services"] = _services(data.get("services"), plain["mandatory"], run, where, errors)
     if not errors:
         for section, key, problem in _cross_checks(plain):
             errors.append((where((section, key)), f"{section}.{key} {problem}"))
@@ -391,3 +285,66 @@ def validate(data: object, where: Callable[[tuple[str, ...]], int] = lambda p: 0
 def defaults() -> Policy:
     """The policy when no file is given: every key at its default."""
     return build(validate({})[0])
+
+
+def _services(given: object, mandatory: dict[str, Any], run: Callable[..., Any],
+              where: Callable[[tuple[str, ...]], int],
+              errors: list[tuple[int, str]]) -> dict[str, dict[str, Any]]:
+    """``services``: {name: {key: value}}, each name a PAM service file name."""
+    import re
+
+    if given is None:
+        return {}
+    if type(given) is not dict:
+        errors.append((where(("services",)), "services must be a mapping of PAM service names"))
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, rules in given.items():
+        path = ("services", name)
+        if name in NOT_A_SERVICE or not re.fullmatch(SERVICE_NAME, name):
+            why = NOT_A_SERVICE.get(name) or (
+                f"libpam lowers service names: write {name.lower()}"
+                if re.fullmatch(SERVICE_NAME, name.lower()) else
+                "not a PAM service file name (letters a-z, digits, and _ . + - after the first)")
+            errors.append((where(path), f"services: {name!r}: {why}"))
+            continue
+        if rules is None:
+            rules = {}
+        if type(rules) is not dict:
+            errors.append((where(path), f"services.{name} must be a mapping"))
+            continue
+        for key in rules:
+            if key not in SERVICE:
+                errors.append((where((*path, key)), f"unknown key services.{name}.{key} "
+                                                    f"(known: {', '.join(SERVICE)})"))
+        values: dict[str, Any] = {}
+        for key, check in SERVICE.items():
+            if isinstance(check, Overrides):
+                values[key] = _overrides(rules.get(key), mandatory, (*path, key), run, where,
+                                         errors)
+            else:
+                values[key] = (run(check, rules[key], (*path, key), check.default)
+                               if key in rules else check.default)
+        out[name] = values
+    return out
+
+
+def _overrides(given: object, top: dict[str, Any], path: tuple[str, ...],
+               run: Callable[..., Any], where: Callable[[tuple[str, ...]], int],
+               errors: list[tuple[int, str]]) -> dict[str, Any] | None:
+    """The top-level ``mandatory`` with the keys ``given`` replaced; None when not given."""
+    if given is None:
+        return None
+    label = ".".join(path)
+    if type(given) is not dict:
+        errors.append((where(path), f"{label} must be a mapping (keys of mandatory)"))
+        return None
+    checks = SCHEMA["mandatory"][1]
+    values = dict(top)
+    for key in given:
+        if key not in checks:
+            errors.append((where((*path, key)), f"unknown key {label}.{key} "
+                                                f"(known: {', '.join(checks)})"))
+        else:
+            values[key] = run(checks[key], given[key], (*path, key), checks[key].default)
+    return values

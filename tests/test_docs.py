@@ -84,8 +84,13 @@ def test_shipped_policy_uncommented_sets_every_key_to_its_default() -> None:
     text = uncomment(POLICY_YAML.read_text())
     raw = yaml.safe_load(text)
     expected_keys = {name: set(checks) for name, (_cls, checks) in schema.SCHEMA.items()}
-    assert {k: set(v) for k, v in raw.items() if k != "failmode"} == expected_keys
+    assert {k: set(v) for k, v in raw.items() if k not in schema.TOP_LEVEL} == expected_keys
     assert raw["failmode"] == schema.FAILMODE.default
+    assert raw["exempt_networks"] == [] and raw["services"] == {}  # none by default
+    # every per-service key is described (as prose: a listed service is not the default)
+    text = POLICY_YAML.read_text()
+    for key in schema.SERVICE:
+        assert re.search(rf"(?m)^##      {key}: \S+ +# ", text), key
     for name, (_cls, checks) in schema.SCHEMA.items():
         for key, check in checks.items():
             if isinstance(check, schema.Nested):
@@ -141,6 +146,8 @@ def test_policy_man_page_documents_every_key() -> None:
             subs = check.checks if isinstance(check, schema.Nested) else None
             expected[name] |= {f"{key}.{sub}" for sub in subs} if subs else {key}
     expected["failmode"] = {"failmode"}
+    expected["exempt_networks"] = {"exempt_networks"}
+    expected["services.NAME"] = set(schema.SERVICE)
     assert documented == expected
     assert "*max_failures* (whole number from 1 to 1000; default: 5)" in generated
     assert "*admin_groups* (list of names; default: [sudo, wheel])" in generated

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pam_twofa import lockout, policy, schema  # noqa: E402
+from pam_twofa import lockout, policy, schema, validators  # noqa: E402
 
 REFERENCE_FILE = Path("doc/policy.reference.yaml")
 MAN_FILE = Path("doc/man/pam-twofa-policy.5.scd")
@@ -70,6 +70,20 @@ SECTION_DOCS: dict[str, str] = {
         "Where user state lives. file: this host's state directory. postgresql: the fleet "
         "database, reached through this host's twofa-fleetd(8); failmode safe is refused "
         "with it. See the README's \"Fleet store (PostgreSQL)\"."
+    ),
+    "exempt_networks": (
+        "Networks whose clients are not asked for a code, enrolled or not: the password "
+        "alone decides there. The address is the first field of SSH_CONNECTION under sshd, "
+        "else PAM_RHOST; a name is never resolved and never matches. IPv4 and IPv6; a "
+        "v4-mapped address (::ffff:10.1.2.3) is the IPv4 one. Refused: host bits set, /0, "
+        "an IPv6 network holding all of IPv4. Anyone on such a network who has the password "
+        "is in: a compromised machine there, a VPN or NAT concentrator, or a service that "
+        "takes PAM_RHOST from its client."
+    ),
+    "services.NAME": (
+        "Rules for one PAM service (NAME: a file of /etc/pam.d as the program names it, "
+        "lower case, e.g. sshd, sudo, su, login). Every key is optional; one left out (or "
+        "null) is the top-level setting."
     ),
     "failmode": (
         "Internal errors (corrupt state, unreadable state directory, invalid policy): "
@@ -119,26 +133,36 @@ def yaml_scalar(value: Any) -> str:
 
 def kind(check: schema.Check) -> str:
     """What values a key takes, for the man page."""
-    if isinstance(check, schema.Int):
-        word = "number" if isinstance(check, schema.Num) else "whole number"
+    if isinstance(check, validators.Int):
+        word = "number" if isinstance(check, validators.Num) else "whole number"
         text = f"{word} from {check.lo} to {check.hi}"
         return text + " or null" if check.null else text
-    if isinstance(check, schema.Bool):
-        return "true or false"
-    if isinstance(check, schema.Choice):
+    if isinstance(check, validators.Bool):
+        return "true, false or null" if check.null else "true or false"
+    if isinstance(check, validators.Choice):
         return "one of " + ", ".join(check.choices)
-    if isinstance(check, schema.Str):
+    if isinstance(check, validators.Str):
         return "string or null"
-    if isinstance(check, schema.Names):
+    if isinstance(check, validators.Names):
         return "list of names" if check.each is None else "list"
+    if isinstance(check, validators.Networks):
+        return "list of networks (CIDR)" + (" or null" if check.null else "")
+    if isinstance(check, validators.Overrides):
+        return f"mapping of {check.section} keys, or null"
     raise TypeError(f"no description for {type(check).__name__}")
 
 
-def sections() -> list[tuple[str, dict[str, schema.Check]]]:
-    """(section, {key: check}) in schema order; failmode last, as its own section."""
-    out: list[tuple[str, dict[str, schema.Check]]] = [
+TOP_LEVEL = ("exempt_networks", "failmode")  # keys outside any section
+
+
+def sections() -> list[tuple[str, dict[str, validators.Check]]]:
+    """(section, {key: check}) in schema order, then the per-service keys; the
+    top-level keys last, each as its own section."""
+    out: list[tuple[str, dict[str, validators.Check]]] = [
         (name, checks) for name, (_cls, checks) in schema.SCHEMA.items()
     ]
+    out.append(("services.NAME", schema.SERVICE))
+    out.append(("exempt_networks", {"exempt_networks": schema.EXEMPT_NETWORKS}))
     out.append(("failmode", {"failmode": schema.FAILMODE}))
     missing = [name for name, _ in out if name not in SECTION_DOCS]
     if missing:
@@ -164,22 +188,44 @@ def policy_yaml() -> str:
     for name, checks in sections():
         lines.append("")
         lines.extend(wrap(section_doc(name), "## "))
-        top = name == "failmode"
-        if not top:
+        top = name in TOP_LEVEL
+        per_service = name == "services.NAME"
+        if per_service:  # prose: uncommented, the file has no service (the default)
+            lines.extend(wrap(SERVICES_EXAMPLE_INTRO, "## "))
+            lines.extend(f"##{line}" for line in SERVICES_EXAMPLE.splitlines())
+            lines.append("## Every key of a service, and what null (left out) means:")
+        elif not top:
             lines.append(f"#{name}:")
+        indent = INDENT * 2 if per_service else "" if top else INDENT
         settings = []
         for key, check in checks.items():
-            pad = "" if top else INDENT
-            if isinstance(check, schema.Nested):
-                settings.append((f"{pad}{key}:", check.doc))
-                settings += [(f"{pad}{INDENT}{k}: {yaml_scalar(c.default)}", c.doc)
+            if isinstance(check, validators.Nested):
+                settings.append((f"{indent}{key}:", check.doc))
+                settings += [(f"{indent}{INDENT}{k}: {yaml_scalar(c.default)}", c.doc)
                              for k, c in check.checks.items()]
                 continue
-            settings.append((f"{pad}{key}: {yaml_scalar(check.default)}", check.doc))
+            settings.append((f"{indent}{key}: {yaml_scalar(check.default)}", check.doc))
         width = max(len(s) for s, _ in settings)
         for setting, doc in settings:
-            lines.append(f"#{setting.ljust(width)}  # {doc}")
+            lines.append(f"{'##' if per_service else '#'}{setting.ljust(width)}  # {doc}")
+        if per_service:
+            lines.append("#services: {}")
     return "\n".join(lines) + "\n"
+
+
+SERVICES_EXAMPLE_INTRO = (
+    "For example: console login as break-glass (no code), trusted devices on sshd only, "
+    "sudo asking admins only, and no exemption for sudo from the office network:"
+)
+SERVICES_EXAMPLE = """\
+    trusted_devices: {enabled: false}
+    exempt_networks: [192.0.2.0/24]
+    services:
+      login: {enabled: false}
+      sshd: {trusted_devices: true}
+      sudo:
+        mandatory: {scope: admins}
+        exempt_networks: []"""
 
 
 def scd_escape(text: str) -> str:
