@@ -127,6 +127,6 @@ services:
 
 
 def test_defaults_have_no_services_and_no_networks() -> None:
-    p = policy.defaults()
+    p = schema.defaults()
     assert p.services == () and p.exempt_networks == ()
     assert schema.validate({"services": None, "exempt_networks": None}) == schema.validate({})
