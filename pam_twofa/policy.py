@@ -140,6 +140,11 @@ class SmtpPolicy(Record):
     sender: str | None
     timeout_seconds: int
 
+    def sends(self) -> bool:
+        """Whether a server is named to send through (a preset provider or a host):
+        the login decides whether to offer mail without loading the mailer."""
+        return bool(self.host) or self.provider != "custom"
+
 
 class EmergencyPolicy(Record):
     enabled: bool
@@ -203,10 +208,3 @@ def build(plain: dict[str, Any]) -> Policy:
             for k, v in values.items()
         })
     return Policy(failmode=plain["failmode"], **sections)
-
-
-def defaults() -> Policy:
-    """The policy when no file is given: every key at its default."""
-    from pam_twofa import schema
-
-    return build(schema.validate({})[0])

@@ -15,9 +15,11 @@ from pam_twofa.policy import (
     MandatoryPolicy,
     NameSet,
     NotificationPolicy,
+    Policy,
     SmtpPolicy,
     TotpPolicy,
     TrustPolicy,
+    build,
 )
 
 TYPE_CHECKING = False
@@ -302,3 +304,6 @@ def validate(data: object, where: Callable[[tuple[str, ...]], int] = lambda p: 0
     return plain, errors
 
 
+def defaults() -> Policy:
+    """The policy when no file is given: every key at its default."""
+    return build(validate({})[0])

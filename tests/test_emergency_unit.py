@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_twofa import emergency, mailer, notify, policy, secemail
+from pam_twofa import emergency, mailer, notify, policy, schema, secemail
 from pam_twofa.clock import FixedClock
 from pam_twofa.errors import PolicyError, UsageError
 from pam_twofa.paths import Paths
@@ -23,7 +23,7 @@ CODE_RE = re.compile(r"^ {4}(\d{6,12})\r?$", re.M)
 
 
 def pol(**sections: dict[str, object]) -> policy.Policy:
-    base = policy.defaults()
+    base = schema.defaults()
     for name, values in sections.items():
         base = base.replace(**{name: getattr(base, name).replace(**values)})
     return base
@@ -101,7 +101,7 @@ def test_address_rules_and_mask() -> None:
     for good in ("user@localhost", "a@b", "root@mailhub", "jörg@example.de"):
         assert mailer.check_address(good) == good
     with pytest.raises(PolicyError):
-        mailer.server(policy.defaults().smtp)  # no host: a configuration error
+        mailer.server(schema.defaults().smtp)  # no host: a configuration error
 
 
 def test_verification_flow_in_the_store(store: FileStore, tmp_path: Path) -> None:
@@ -168,7 +168,7 @@ def test_every_notification_arrives_without_secrets(
     off = p.replace(notifications=p.notifications.replace(locked_out=False))
     assert not notify.locked_out(off, "alice", to, client=None, now=NOW, until=NOW)
     assert not notify.emergency_code_used(p, "alice", None, client=None, now=NOW)
-    assert not notify.emergency_code_used(policy.defaults(), "alice", to, client=None, now=NOW)
+    assert not notify.emergency_code_used(schema.defaults(), "alice", to, client=None, now=NOW)
     dead = p.replace(smtp=p.smtp.replace(port=1))
     assert not notify.reset_by_admin(dead, "alice", to, now=NOW)
     assert len(srv.received) == 4

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pam_twofa import policy, policyfile
+from pam_twofa import policy, policyfile, schema
 from pam_twofa.errors import PolicyError, PolicyErrors
 from pam_twofa.paths import Paths
 
@@ -47,7 +47,7 @@ def errors_of(paths: Paths, text: str) -> list[tuple[int, str]]:
 # ------------------------------------------------------------------------------ defaults
 def test_defaults_are_the_documented_ones(paths: Paths) -> None:
     p = policyfile.load(paths, use_cache=False)  # an empty file: every default
-    assert p == policy.defaults()
+    assert p == schema.defaults()
     assert p.mandatory.scope == "none"
     assert p.mandatory.admin_groups == frozenset({"wheel", "sudo"})
     assert p.mandatory.users == p.mandatory.groups == frozenset()
@@ -65,7 +65,7 @@ def test_missing_default_file_means_defaults_missing_named_file_is_an_error(
         tmp_path: Path) -> None:
     absent = str(tmp_path / "absent.yaml")
     assert policyfile.load(Paths(policy=absent, state_dir=str(tmp_path / "s"))) == \
-        policy.defaults()
+        schema.defaults()
     with pytest.raises(PolicyError, match="no such file"):
         policyfile.load(Paths(policy=absent, policy_explicit=True,
                               state_dir=str(tmp_path / "s")))

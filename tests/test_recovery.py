@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_twofa import enrollment, gaimport, policy, recovery, totp
+from pam_twofa import enrollment, gaimport, recovery, schema, totp
 from pam_twofa.clock import FixedClock
 from pam_twofa.errors import UsageError
 from pam_twofa.paths import Paths
@@ -74,7 +74,7 @@ def _store(tmp_path: Path) -> tuple[FileStore, FixedClock]:
 
 def test_check_code_replay_lockout_and_recovery(tmp_path: Path) -> None:
     store, clock = _store(tmp_path)
-    pol = policy.defaults()
+    pol = schema.defaults()
     with store.update("alice") as st:
         enrollment.activate(st, SECRET, pol, clock.now())
         codes = recovery.replace(st)
@@ -97,7 +97,7 @@ def test_check_code_replay_lockout_and_recovery(tmp_path: Path) -> None:
 
 def test_pending_expires_and_confirms(tmp_path: Path) -> None:
     store, clock = _store(tmp_path)
-    pol = policy.defaults()
+    pol = schema.defaults()
     with store.update("bob") as st:
         secret = enrollment.start_pending(st, pol, clock.now())
     clock.advance(pol.enrollment.pending_ttl_seconds)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from pam_twofa import enrollment, lockout, log
+from pam_twofa import enrollment, log, verify
 from pam_twofa.cli.common import ExitCode, invoke, print_json, run, when
 from pam_twofa.clock import Clock
 from pam_twofa.errors import NotEnrolled, PolicyError
@@ -264,7 +264,7 @@ def unlock(admin: Admin, user: str) -> None:
         if admin.store.load(user) is None:
             raise NotEnrolled(f"{user} has no 2FA state")
         with admin.store.update(user) as state:
-            lockout.unlock(state)
+            verify.unlock(state)
         admin.audit("unlock", user)
         click.echo(f"{user}: unlocked.")
 
