@@ -175,6 +175,32 @@ def check_code(state: UserState, answer: str, policy: Policy, now: float) -> str
     return {"recovery-code": "recovery"}.get(reason, reason)
 
 
+def begin(state: UserState, proof: str | None, policy: Policy,
+          now: float) -> tuple[str, str | None]:
+    """Under the user's lock: a new pending secret, after an enrolled user proved the
+    second factor with ``proof`` (``check_code``). (``new``, ``ok`` or ``recovery``,
+    the secret) or (``code-needed`` or a refusal, None)."""
+    result = "new"
+    if state.enrolled:
+        result = "code-needed" if proof is None else check_code(state, proof, policy, now)
+    if result not in ("new", "ok", "recovery"):
+        return result, None
+    return result, start_pending(state, policy, now)
+
+
+def confirm(state: UserState, code: str, policy: Policy,
+            now: float) -> tuple[str, list[str], dict[str, Any]]:
+    """Under the user's lock: activate the pending secret (``confirm_pending``) with
+    new recovery codes; (result, the codes in clear or [], what it revoked)."""
+    summary = to_revoke(state)  # a re-enrollment revokes these (activate)
+    result = confirm_pending(state, code, policy, now)
+    if result != "ok":
+        return result, [], summary
+    from pam_twofa import recovery
+
+    return result, recovery.replace(state), summary
+
+
 def confirm_pending(state: UserState, answer: str, policy: Policy, now: float) -> str:
     """Activate the pending secret if ``answer`` is its current code.
 

@@ -133,6 +133,29 @@ class Store:
         """Forget the user entirely (they enroll again); True when there was state."""
         return self.delete(user)
 
+    def begin_enrollment(self, user: str, proof: str | None, policy: Policy,
+                         now: float) -> tuple[str, str | None]:
+        """A new pending secret (``enrollment.begin``): (``new``/``ok``/``recovery``,
+        the secret, shown once to its owner) or (a refusal, None). An enrolled user
+        proves the second factor first (``verify.verify``; ``code-needed`` without)."""
+        raise NotImplementedError
+
+    def confirm_enrollment(self, user: str, code: str, policy: Policy, now: float,
+                           ) -> tuple[str, list[str], dict[str, Any]]:
+        """Activate the pending secret if ``code`` is its code (``enrollment.confirm``):
+        (``ok``, new recovery codes in clear, what was revoked) or (a refusal, [], ...)."""
+        raise NotImplementedError
+
+    def new_recovery_codes(self, user: str, proof: str, policy: Policy, now: float,
+                           ) -> tuple[str, list[str]]:
+        """Replace the recovery codes once ``proof`` verifies: (``ok``/``recovery``,
+        the codes in clear) or (a refusal, [])."""
+        raise NotImplementedError
+
+    def disable(self, user: str, proof: str, policy: Policy, now: float) -> str:
+        """Turn 2FA off once ``proof`` verifies: ``ok``/``recovery`` or a refusal."""
+        raise NotImplementedError
+
     # --- whole states: FileStore's admin and service paths ---
 
     def load(self, user: str) -> UserState | None:
@@ -301,6 +324,37 @@ class FileStore(Store):
         from pam_twofa import enrollment
 
         return enrollment.status(self.load(user), now)
+
+    def begin_enrollment(self, user: str, proof: str | None, policy: Policy,
+                         now: float) -> tuple[str, str | None]:
+        from pam_twofa import enrollment
+
+        with self.update(user) as st:
+            return enrollment.begin(st, proof, policy, now)
+
+    def confirm_enrollment(self, user: str, code: str, policy: Policy, now: float,
+                           ) -> tuple[str, list[str], dict[str, Any]]:
+        from pam_twofa import enrollment
+
+        with self.update(user) as st:
+            return enrollment.confirm(st, code, policy, now)
+
+    def new_recovery_codes(self, user: str, proof: str, policy: Policy, now: float,
+                           ) -> tuple[str, list[str]]:
+        from pam_twofa import enrollment, recovery
+
+        with self.update(user) as st:
+            result = enrollment.check_code(st, proof, policy, now)
+            return result, (recovery.replace(st) if result in ("ok", "recovery") else [])
+
+    def disable(self, user: str, proof: str, policy: Policy, now: float) -> str:
+        from pam_twofa import enrollment
+
+        with self.update(user) as st:
+            result = enrollment.check_code(st, proof, policy, now)
+            if result in ("ok", "recovery"):
+                enrollment.deactivate(st)
+        return result
 
     def unlock(self, user: str) -> bool:
         from pam_twofa import verify

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from pam_twofa import enrollment, log, verify
+from pam_twofa import enrollment, log
 from pam_twofa.cli.common import ExitCode, invoke, print_json, run, when
 from pam_twofa.clock import Clock
 from pam_twofa.errors import NotEnrolled, PolicyError
@@ -187,7 +187,7 @@ def enroll(admin: Admin, user: str, secret: str | None, secret_file: str | None,
 
 def user_status(admin: Admin, user: str) -> dict[str, Any]:
     validate_user_name(user)
-    info = enrollment.status(admin.store.load(user), admin.clock.now())
+    info = admin.store.status(user, admin.clock.now())
     return {"user": user, **info}
 
 
@@ -244,7 +244,7 @@ def reset(admin: Admin, user: str) -> None:
         from pam_twofa.cli.admin_mail import email_of, notify_reset
 
         address = email_of(admin, user)  # read before the state goes, for the notice
-        if not admin.store.delete(user):
+        if not admin.store.reset(user):
             raise NotEnrolled(f"{user} has no 2FA state")
         admin.audit("reset", user)
         click.echo(f"{user}: 2FA reset; the user must enroll again.")
@@ -261,10 +261,8 @@ def unlock(admin: Admin, user: str) -> None:
 
     def body() -> None:
         validate_user_name(user)
-        if admin.store.load(user) is None:
+        if not admin.store.unlock(user):
             raise NotEnrolled(f"{user} has no 2FA state")
-        with admin.store.update(user) as state:
-            verify.unlock(state)
         admin.audit("unlock", user)
         click.echo(f"{user}: unlocked.")
 
