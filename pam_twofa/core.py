@@ -24,8 +24,10 @@ from pam_twofa.login import (
     Notifier,
     Outcome,
     Request,
+    email_held_until,
     format_time,
     lock_notices,
+    offers_email,
     validate_user_name,
 )
 
@@ -42,7 +44,6 @@ __all__ = ["CODE_PROMPT", "Conversation", "Decision", "Outcome", "Request", "aut
 
 EMAIL_ANSWER = "email"  # what the user types at the code prompt to get a code by mail
 EMAIL_PROMPT = "Verification code (or 'email' to get one by mail): "
-HOUR = 3600.0
 
 
 def authenticate(request: Request, policy: Policy, store: Store, clock: Clock,
@@ -122,14 +123,13 @@ def _binding(request: Request, policy: Policy) -> Binding | None:
 def _offer_email(request: Request, view: LoginView, policy: Policy, now: float) -> bool:
     """Whether the code prompt offers an emergency code by mail; says so when a
     change of address holds it. No mail module loads for this."""
-    if not (view.email and policy.emergency.enabled and policy.smtp.sends()):
+    if not offers_email(policy, view.email):
         return False
-    changed = view.email_changed_at
-    if changed is not None and now < changed + policy.emergency.after_email_change_hours * HOUR:
+    until = email_held_until(policy, view.email_changed_at, now)
+    if until is not None:
         from pam_twofa import emergency
 
-        request.conversation.info(emergency.held_message(
-            changed + policy.emergency.after_email_change_hours * HOUR))
+        request.conversation.info(emergency.held_message(until))
         return False
     return True
 

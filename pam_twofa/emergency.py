@@ -19,7 +19,14 @@ from __future__ import annotations
 
 from pam_twofa import verify
 from pam_twofa.errors import TwofaError
-from pam_twofa.login import Decision, Outcome, format_time, lock_notices
+from pam_twofa.login import (
+    Decision,
+    Outcome,
+    email_held_until,
+    format_time,
+    lock_notices,
+    offers_email,
+)
 from pam_twofa.verify import Verdict
 
 TYPE_CHECKING = False
@@ -50,21 +57,13 @@ def offered(policy: Policy, state: UserState, now: float | None = None) -> bool:
     check the hold after a change of address)."""
     if now is not None and held_until(policy, state, now) is not None:
         return False
-    return bool(policy.emergency.enabled and state.email and policy.smtp.sends())
+    return offers_email(policy, bool(state.email))
 
 
 def held_until(policy: Policy, state: UserState, now: float) -> float | None:
-    """When emergency codes come back after the user changed the address, or None.
-
-    Whoever runs code as the user and knows one TOTP code could otherwise name their
-    own address and keep a way in; the hold gives the owner (told at the old address)
-    ``after_email_change_hours`` to notice.
-    """
-    changed = state.email_changed_at
-    if changed is None:
-        return None
-    until = changed + policy.emergency.after_email_change_hours * HOUR
-    return until if now < until else None
+    """When emergency codes come back after the user changed the address, or None
+    (``login.email_held_until``)."""
+    return email_held_until(policy, state.email_changed_at, now)
 
 
 def held_message(until: float) -> str:

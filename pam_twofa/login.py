@@ -22,6 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from pam_twofa.policy import Policy
     from pam_twofa.verify import Verdict
 
 CODE_PROMPT = "Verification code: "
@@ -130,6 +131,26 @@ def lookup(name: str) -> Account | None:
     return Account(
         name=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, home=pw.pw_dir, groups=frozenset(groups)
     )
+
+
+def email_held_until(policy: Policy, changed_at: float | None, now: float) -> float | None:
+    """When emergency codes by mail come back after the user changed the address, or
+    None (the rule for the login, the service and the tools alike).
+
+    Whoever runs code as the user and knows one TOTP code could otherwise name their
+    own address and keep a way in; the hold gives the owner (told at the old address)
+    ``after_email_change_hours`` to notice.
+    """
+    if changed_at is None:
+        return None
+    until = changed_at + policy.emergency.after_email_change_hours * 3600.0
+    return until if now < until else None
+
+
+def offers_email(policy: Policy, has_email: bool) -> bool:
+    """Whether the code prompt may offer an emergency code by mail (before the hold):
+    a verified address, the switch on and a server named. No mail module loads."""
+    return bool(has_email and policy.emergency.enabled and policy.smtp.sends())
 
 
 class Outcome:
