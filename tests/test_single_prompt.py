@@ -104,9 +104,13 @@ def test_pamtester_right_password_wrong_code_counted(env: PamEnv) -> None:
     assert "Wrong verification code." in res.stdout + res.stderr
     [line] = [x for x in res.log_lines if "result=" in x]
     assert line.endswith("result=refused reason=bad-code failures=1"), line
-    res = env.pamtester("single", "alice", ["secret"])  # no code at all: counted too
+    # No code at all: refused, and not counted, like an empty answer at the code
+    # prompt (no guess was made; issue 11's rule, verify.verify).
+    res = env.pamtester("single", "alice", ["secret"])
     assert res.rc != 0, res
-    assert status(env, "alice")["failures"] == 2
+    [line] = [x for x in res.log_lines if "result=" in x]
+    assert line.endswith("result=refused reason=empty"), line
+    assert status(env, "alice")["failures"] == 1
 
 
 def test_pamtester_old_one_line_form_cannot_lock_out(pam_env: PamEnv) -> None:
