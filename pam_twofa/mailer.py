@@ -62,8 +62,9 @@ class Server(Record):
 
 
 def configured(smtp: SmtpPolicy) -> bool:
-    """Whether the policy names a server to send through (cheap: no imports)."""
-    return bool(smtp.host) or smtp.provider in PROVIDERS
+    """Whether the policy names a server to send through (``SmtpPolicy.sends``: the
+    login asks the policy, without this module)."""
+    return smtp.sends()
 
 
 def server(smtp: SmtpPolicy) -> Server:
