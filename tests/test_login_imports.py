@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pam_twofa.paths import Paths
 from tests.harness.pamenv import ENTRY_MODULE, PAM_MATRIX, PAM_SET_ITEMS, PamEnv, oathtool
+from tests.harness.syslock import system_lock
 from tests.harness.wait import wait_fresh_step
 from tests.pam_support import enroll
 
@@ -79,8 +80,10 @@ def test_security_email_login_loads_no_mail_module(tw: PamEnv) -> None:
 
 
 def test_no_policy_file_login_imports_only_the_login_path(tw: PamEnv) -> None:
-    """No policy= argument and no file at the default path: the built-in defaults."""
-    assert not Path(Paths.policy).exists(), "this host has a policy file"
+    """No policy= argument and no file at the default path: the built-in defaults.
+
+    Under the machine's system lock: test_deb holds it while the package (and its
+    /etc/pam-twofa/policy.yaml) is installed, so the default path is free here."""
     out = tw.root / "imports.txt"
     line = tw.module_line(f"ENTRY={ENTRY_MODULE} out={out}", module=PROBE)
     line = line.replace(f"policy={tw.policy} ", "")
@@ -88,10 +91,12 @@ def test_no_policy_file_login_imports_only_the_login_path(tw: PamEnv) -> None:
                              f"auth required {PAM_MATRIX} passdb={tw.passdb}", line,
                              "account required pam_permit.so"])
     secret = enroll(tw, "alice")
-    wait_fresh_step()
-    first = imported(tw, oathtool(secret), out)  # compiles the defaults into the cache
-    assert "pam_twofa.schema" in first, sorted(first)
-    names = imported(tw, oathtool(secret, at=int(time.time()) + 30), out)
+    with system_lock():
+        assert not Path(Paths.policy).exists(), "a policy file was left at the default path"
+        wait_fresh_step()
+        first = imported(tw, oathtool(secret), out)  # compiles the defaults into the cache
+        assert "pam_twofa.schema" in first, sorted(first)
+        names = imported(tw, oathtool(secret, at=int(time.time()) + 30), out)
     assert names - ALLOWED_OTHERS <= LOGIN_MODULES, sorted(names - LOGIN_MODULES)
     assert len(names - ALLOWED_OTHERS) <= 16
 
