@@ -34,9 +34,9 @@ from pam_twofa.login import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
 
-    from pam_twofa.login import Account, Clock
+    from pam_twofa.login import Account, Clock, LoginView
     from pam_twofa.policy import Policy
-    from pam_twofa.store import LoginView, Store
+    from pam_twofa.store import Store
     from pam_twofa.trust import Binding
     from pam_twofa.verify import Verdict
 

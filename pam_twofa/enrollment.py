@@ -86,6 +86,21 @@ def activate(state: UserState, secret: str, policy: Policy, now: float, *,
     return summary
 
 
+def provision(state: UserState, secret: str, policy: Policy, now: float, codes: list[str],
+              *, replace: bool = True, digits: int | None = None, period: int | None = None,
+              algorithm: str | None = None) -> dict[str, Any] | None:
+    """Under the user's lock: ``activate`` with these recovery ``codes`` (hashed; the
+    old ones go); None, changing nothing, when enrolled and ``replace`` is false."""
+    if state.enrolled and not replace:
+        return None
+    summary = activate(state, secret, policy, now, digits=digits, period=period,
+                       algorithm=algorithm)
+    from pam_twofa import recovery
+
+    recovery.replace(state, list(codes))
+    return summary
+
+
 def to_revoke(state: UserState) -> dict[str, Any]:
     """What ``activate`` would revoke (and keep) of ``state`` now."""
     return {"devices_revoked": len(state.devices),

@@ -18,10 +18,10 @@ from pam_twofa.login import Decision, Outcome, format_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pam_twofa.login import Clock, Request
+    from pam_twofa.login import Clock, LoginView, Request
     from pam_twofa.policy import Policy
     from pam_twofa.state import UserState
-    from pam_twofa.store import LoginView, Store
+    from pam_twofa.store import Store
 
 PROMPT = "Enter the code from your app to finish enrollment: "
 MSG_INTRO = ("Two-factor authentication is required for your account. Scan this QR code "

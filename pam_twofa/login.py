@@ -153,6 +153,19 @@ def offers_email(policy: Policy, has_email: bool) -> bool:
     return bool(has_email and policy.emergency.enabled and policy.smtp.sends())
 
 
+class LoginView(Record):
+    """A user as a login sees them before asking anything: no secret, code or hash."""
+
+    enrolled: bool = False
+    digits: int = 6  # the code length (single-prompt mode splits the answer with it)
+    email: bool = False  # a verified security email is set
+    email_changed_at: float | None = None  # emergency codes are held for a while after
+    first_seen: float | None = None  # the grace period's start
+    enrolled_at: float | None = None
+    locked_until: float = 0  # the end of the last lock (past: not locked)
+    trusted: bool = False  # a live trusted-device record matches the binding given
+
+
 class Outcome:
     """What a decision means for PAM (plain strings: an Enum costs ~0.2 ms a login)."""
 

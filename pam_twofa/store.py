@@ -29,8 +29,7 @@ from contextlib import AbstractContextManager, contextmanager
 
 from pam_twofa import fsutil, jsonc
 from pam_twofa.errors import CorruptState
-from pam_twofa.login import MAX_NAME_BYTES, validate_user_name
-from pam_twofa.record import Record
+from pam_twofa.login import MAX_NAME_BYTES, LoginView, validate_user_name
 from pam_twofa.state import UserState
 
 TYPE_CHECKING = False
@@ -46,18 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_NAME_BYTES", "FileStore", "LoginView", "Store", "validate_user_name"]
 
-
-class LoginView(Record):
-    """A user as a login sees them before asking anything: no secret, code or hash."""
-
-    enrolled: bool = False
-    digits: int = 6  # the code length (single-prompt mode splits the answer with it)
-    email: bool = False  # a verified security email is set
-    email_changed_at: float | None = None  # emergency codes are held for a while after
-    first_seen: float | None = None  # the grace period's start
-    enrolled_at: float | None = None
-    locked_until: float = 0  # the end of the last lock (past: not locked)
-    trusted: bool = False  # a live trusted-device record matches the binding given
 
 class Store:
     """Per-user state as operations: read without a lock, change under a per-user lock.
@@ -154,6 +141,29 @@ class Store:
 
     def disable(self, user: str, proof: str, policy: Policy, now: float) -> str:
         """Turn 2FA off once ``proof`` verifies: ``ok``/``recovery`` or a refusal."""
+        raise NotImplementedError
+
+    def provision(self, user: str, secret: str, policy: Policy, now: float,
+                  codes: list[str], *, replace: bool = True, digits: int | None = None,
+                  period: int | None = None, algorithm: str | None = None,
+                  ) -> dict[str, Any] | None:
+        """An admin enrolls ``user`` with ``secret`` and these recovery ``codes`` (stored
+        hashed; ``[]``: none) (``enrollment.provision``): what it revoked, or None when
+        the user is enrolled and ``replace`` is false."""
+        raise NotImplementedError
+
+    def reset_recovery_codes(self, user: str) -> list[str] | None:
+        """An admin gives ``user`` new recovery codes: them in clear, or None when not
+        enrolled."""
+        raise NotImplementedError
+
+    def devices(self, user: str, now: float) -> list[dict[str, Any]]:
+        """The user's trusted devices for display (``trust.listing``): no token."""
+        raise NotImplementedError
+
+    def revoke_devices(self, user: str, device_id: str | None) -> list[str] | None:
+        """Revoke one trusted device (None: all): the ids removed, or None when the
+        user has no state."""
         raise NotImplementedError
 
     # --- whole states: FileStore's admin and service paths ---
@@ -355,6 +365,37 @@ class FileStore(Store):
             if result in ("ok", "recovery"):
                 enrollment.deactivate(st)
         return result
+
+    def provision(self, user: str, secret: str, policy: Policy, now: float,
+                  codes: list[str], *, replace: bool = True, digits: int | None = None,
+                  period: int | None = None, algorithm: str | None = None,
+                  ) -> dict[str, Any] | None:
+        from pam_twofa import enrollment
+
+        with self.update(user) as st:
+            return enrollment.provision(st, secret, policy, now, codes, replace=replace,
+                                        digits=digits, period=period, algorithm=algorithm)
+
+    def reset_recovery_codes(self, user: str) -> list[str] | None:
+        from pam_twofa import recovery
+
+        if self.load(user) is None:
+            return None
+        with self.update(user) as st:
+            return recovery.replace(st) if st.enrolled else None
+
+    def devices(self, user: str, now: float) -> list[dict[str, Any]]:
+        from pam_twofa import trust
+
+        return trust.listing(self.load(user), now)
+
+    def revoke_devices(self, user: str, device_id: str | None) -> list[str] | None:
+        from pam_twofa import trust
+
+        if self.load(user) is None:
+            return None
+        with self.update(user) as st:
+            return trust.revoke(st, device_id)
 
     def unlock(self, user: str) -> bool:
         from pam_twofa import verify

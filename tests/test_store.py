@@ -382,7 +382,8 @@ def test_file_store_implements_every_operation_and_none_hands_out_a_secret(
     assert {"view", "grace_start", "check_code", "skip_trusted", "add_trusted",
             "emergency_reserve", "emergency_check", "enroll_inline", "status", "unlock",
             "reset", "begin_enrollment", "confirm_enrollment", "new_recovery_codes",
-            "disable", "users"} <= ops
+            "disable", "provision", "reset_recovery_codes", "devices", "revoke_devices",
+            "users"} <= ops
     missing = sorted(n for n in ops - {"reset"} if n not in vars(FileStore))
     assert missing == [], missing
     store = FileStore(Paths(state_dir=str(tmp_path / "s")), FixedClock(1e9))

@@ -84,11 +84,9 @@ def enroll_user(admin: Admin, user: str, secret: str | None,
 
     secret = secret or totp.random_secret()
     policy = admin.policy
-    with admin.store.update(user) as state:
-        summary = enrollment.activate(state, secret, policy, admin.clock.now())
-        codes = recovery.replace(state) if make_codes else []
-        if not make_codes:
-            state.recovery_codes = []
+    codes = recovery.new_codes() if make_codes else []
+    summary = admin.store.provision(user, secret, policy, admin.clock.now(), codes)
+    assert summary is not None  # replace=True
     admin.audit("enroll", user, devices_revoked=summary["devices_revoked"],
                 recovery_codes=len(codes))
     return {"user": user, "account": enrollment.label(user, policy), "secret": secret,
