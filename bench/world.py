@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pam_twofa import lockout, totp  # noqa: E402
+from pam_twofa import totp, verify  # noqa: E402
 from pam_twofa.clock import Clock  # noqa: E402
 from pam_twofa.paths import Paths  # noqa: E402
 from pam_twofa.store import FileStore  # noqa: E402
@@ -84,7 +84,7 @@ class World:
         """Forget the last accepted step and the failures: the current code is new again."""
         with self.store.update(name) as st:
             st.last_step = -1
-            lockout.unlock(st)
+            verify.unlock(st)
 
     def counters(self, name: str) -> tuple[int, int]:
         state = self.store.load(name)

@@ -1,48 +1,13 @@
-"""Who the user is, from the system's user database (NSS).
+"""Who the users are, from the system's user database (NSS), for the tools.
 
-Only the user's own groups are looked up (``os.getgrouplist``), never every
-group on the system: a policy listing 10,000 groups costs the same as one.
+A login needs one account (``login.lookup``, re-exported here with ``Account``);
+the admin commands also need every uid-0 name (``root_names``).
 """
 
 from __future__ import annotations
 
-import os
-
-from pam_twofa.record import Record
-
-
-class Account(Record):
-    """A user known to NSS, with the names of every group it belongs to."""
-
-    name: str
-    uid: int
-    gid: int
-    home: str
-    groups: frozenset[str]
-
-
-def lookup(name: str) -> Account | None:
-    """The account called ``name``, or None when NSS does not know it."""
-    import grp
-    import pwd
-
-    try:
-        pw = pwd.getpwnam(name)
-    except (KeyError, ValueError, OverflowError):
-        return None
-    try:
-        gids = os.getgrouplist(name, pw.pw_gid)
-    except OSError:
-        gids = [pw.pw_gid]
-    groups = set()
-    for gid in gids:
-        try:
-            groups.add(grp.getgrgid(gid).gr_name)
-        except (KeyError, OverflowError):
-            continue
-    return Account(
-        name=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, home=pw.pw_dir, groups=frozenset(groups)
-    )
+from pam_twofa.login import Account as Account
+from pam_twofa.login import lookup as lookup
 
 
 def root_names() -> list[str]:

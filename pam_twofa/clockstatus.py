@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pam_twofa import fastjson, fsutil
 from pam_twofa.errors import TwofaError
+from pam_twofa.login import ClockHint
 from pam_twofa.record import Record
 
 TYPE_CHECKING = False
@@ -48,7 +49,7 @@ class ClockStatus(Record):
 
     def describe(self) -> str:
         """One line for people, e.g. for ``twofa-admin status``."""
-        from pam_twofa.clock import format_time
+        from pam_twofa.login import format_time
 
         text = f"checked {format_time(self.checked_at)}"
         if self.offset is not None:
@@ -102,3 +103,15 @@ def read(path: str) -> ClockStatus | None:
     except TwofaError:
         return None
     return None if data is None else parse(data)
+
+
+class FileHint(ClockHint):
+    """The core's ``ClockHint`` from the status file at ``path``, read when asked
+    (on a refused code only), never the network; never widens a window."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def offset_beyond(self, covered: float, now: float) -> float | None:
+        status = read(self.path)
+        return None if status is None else status.offset_beyond(covered, now)

@@ -10,30 +10,36 @@ notification.
 The hash is PBKDF2-HMAC-SHA256 with a 16-byte random salt and ``ITERATIONS``
 rounds: a short-lived, single-use, rate-limited code needs no memory-hard hash,
 and ~10 ms keeps the check cheap for the login while a copied state file is
-still no code list. Loaded only when a user answers ``email`` at the prompt.
+still no code list. Loaded only when a user answers ``email`` at the prompt (the
+core decides whether to offer it, without this module or the mailer). The code
+goes out through the notifier the core was given (mail in production).
 """
 
 from __future__ import annotations
 
-from pam_twofa import lockout
-from pam_twofa.clock import format_time
-from pam_twofa.core import MSG_SUSPENDED, Decision, Outcome
+from pam_twofa import verify
 from pam_twofa.errors import SendLimit
+from pam_twofa.login import (
+    Decision,
+    Outcome,
+    email_held_until,
+    format_time,
+    lock_notices,
+    offers_email,
+)
+from pam_twofa.verify import Verdict
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from pam_twofa.clock import Clock
-    from pam_twofa.core import Request
+    from pam_twofa.login import Clock, Notifier, Request
     from pam_twofa.policy import Policy
     from pam_twofa.state import UserState
     from pam_twofa.store import Store
 
 ITERATIONS = 20_000
 HOUR = 3600.0
-ANSWER = "email"  # what the user types at the code prompt to get a code
-CODE_PROMPT = "Verification code (or 'email' to get one by mail): "
 EMERGENCY_PROMPT = "Emergency code: "
 MSG_LIMIT = ("Too many codes were mailed to you in the last hour; try again later "
              "or contact your administrator.")
@@ -44,37 +50,18 @@ def offered(policy: Policy, state: UserState, now: float | None = None) -> bool:
     check the hold after a change of address)."""
     if now is not None and held_until(policy, state, now) is not None:
         return False
-    return bool(policy.emergency.enabled and state.email and policy.smtp.configured)
+    return offers_email(policy, bool(state.email))
 
 
 def held_until(policy: Policy, state: UserState, now: float) -> float | None:
-    """When emergency codes come back after the user changed the address, or None.
-
-    Whoever runs code as the user and knows one TOTP code could otherwise name their
-    own address and keep a way in; the hold gives the owner (told at the old address)
-    ``after_email_change_hours`` to notice.
-    """
-    changed = state.email_changed_at
-    if changed is None:
-        return None
-    until = changed + policy.emergency.after_email_change_hours * HOUR
-    return until if now < until else None
+    """When emergency codes come back after the user changed the address, or None
+    (``login.email_held_until``)."""
+    return email_held_until(policy, state.email_changed_at, now)
 
 
 def held_message(until: float) -> str:
     return (f"Emergency codes by mail are paused until {format_time(until)}: your security "
             "email was changed.")
-
-
-def offer(request: Request, policy: Policy, state: UserState, now: float) -> bool:
-    """``offered``, telling the user at the prompt when a change of address holds it."""
-    if not offered(policy, state):
-        return False
-    until = held_until(policy, state, now)
-    if until is not None:
-        request.conversation.info(held_message(until))
-        return False
-    return True
 
 
 def new_code(digits: int) -> str:
@@ -139,122 +126,95 @@ def reserve_send(state: UserState, policy: Policy, now: float, kind: str = "emer
     setattr(state, field, [*recent, now])
 
 
-def client_of(request: Request) -> str | None:
-    """The client's address: SSH_CONNECTION's first field, else PAM_RHOST."""
-    if request.ssh_connection:
-        return request.ssh_connection.split(" ", 1)[0]
-    return request.rhost
+def reserve(st: UserState, policy: Policy, code: str, now: float) -> Verdict | None:
+    """Under the user's lock: count one mail and seal ``code`` as the one live
+    emergency code (voiding the last), or the refusal (locked, suspended, no
+    address, held after a change of address, hourly limit)."""
+    refused = _refusal(st, now) or _held(st, policy, now)
+    if refused is not None:
+        return refused
+    try:
+        reserve_send(st, policy, now)
+    except SendLimit as exc:
+        return Verdict(exc.reason, exc.message)
+    st.emergency = seal(code, now, policy.emergency.ttl_seconds)
+    return None
 
 
-def login(request: Request, user: str, policy: Policy, store: Store, clock: Clock) -> Decision:
+def login(request: Request, user: str, policy: Policy, store: Store, clock: Clock,
+          notifier: Notifier) -> Decision:
     """The user answered ``email``: mail a new code, then ask for it."""
-    from pam_twofa.mail import mailer
-
     conv = request.conversation
     code = new_code(policy.emergency.code_digits)
-    with store.update(user) as st:  # no conversation under the lock: said after it
-        now = clock.now()
-        refused = _refusal(st, now) or _held(st, policy, now)
-        if refused is None:
-            try:
-                reserve_send(st, policy, now)
-            except SendLimit as exc:
-                refused = exc.reason, exc.message
-            else:
-                st.emergency = seal(code, now, policy.emergency.ttl_seconds)  # voids the last
-        address = st.email or ""
-    if refused is not None:
-        conv.error(refused[1])
-        return Decision(outcome=Outcome.REFUSE, reason=refused[0])
+    now = clock.now()
+    refused, address = store.emergency_reserve(user, policy, code, now)
+    if refused is not None:  # no conversation under the lock: said after it
+        conv.error(refused.message or "")
+        return Decision(outcome=Outcome.REFUSE, reason=refused.reason)
     minutes = max(1, policy.emergency.ttl_seconds // 60)
-    try:
-        mailer.send(mailer.server(policy.smtp), address, "Your emergency verification code",
-                    _code_body(user, code, minutes, client_of(request), now))
-    except mailer.MailError as exc:
-        conv.error(f"The emergency code could not be mailed ({exc.kind}); try your "
-                   "authenticator or contact your administrator.")
-        return Decision(outcome=Outcome.REFUSE, reason=exc.reason)
-    conv.info(f"An emergency code was sent to {mailer.mask(address)}; "
+    sent, said = notifier.send_code(user, address, code, minutes=minutes,
+                                    client=request.client(), now=now)
+    if not sent:
+        conv.error(f"The emergency code could not be mailed ({said.removeprefix('mail-')}); "
+                   "try your authenticator or contact your administrator.")
+        return Decision(outcome=Outcome.REFUSE, reason=said)
+    conv.info(f"An emergency code was sent to {said}; "
               f"it is valid for {minutes} minutes.")
     answer = conv.ask(EMERGENCY_PROMPT)
     if answer is None:
         return Decision(outcome=Outcome.REFUSE, reason="no-answer")
-    return check(request, user, answer, policy, store, clock)
+    return check(request, user, answer, policy, store, clock, notifier)
 
 
-def _refusal(st: UserState, now: float) -> tuple[str, str] | None:
+def _refusal(st: UserState, now: float) -> Verdict | None:
     if not st.enrolled:
-        return "not-enrolled", "Two-factor authentication is not set up for your account."
-    if lockout.suspended(st):
-        return "suspended", MSG_SUSPENDED
-    until = lockout.locked_until(st, now)
-    if until is not None:
-        return "locked", f"Too many wrong codes: locked until {format_time(until)}."
+        return Verdict("not-enrolled", "Two-factor authentication is not set up for your "
+                       "account.")
+    refused = verify.refusal(st, now)
+    if refused is not None:
+        return refused
     if not st.email:
-        return "no-email", "No verified security email is set for your account."
+        return Verdict("no-email", "No verified security email is set for your account.")
     return None
 
 
-def _held(st: UserState, policy: Policy, now: float) -> tuple[str, str] | None:
+def _held(st: UserState, policy: Policy, now: float) -> Verdict | None:
     until = held_until(policy, st, now)
-    return None if until is None else ("email-changed", held_message(until))
+    return None if until is None else Verdict("email-changed", held_message(until))
+
+
+def check_sealed(st: UserState, answer: str, policy: Policy, now: float) -> Verdict:
+    """Under the user's lock: ``emergency-code`` when ``answer`` is the live code (used
+    up), else a refusal or a counted failure (``bad-emergency-code``)."""
+    refused = _refusal(st, now)
+    if refused is not None:
+        return refused
+    if not answer.strip():  # no guess: not counted (as at the code prompt)
+        return Verdict("empty", "No emergency code was entered.")
+    if matches(st.emergency, answer, now):
+        st.emergency = None  # accepted once
+        verify.record_success(st, now)
+        verdict = Verdict("emergency-code")
+        verdict.email = st.email
+        return verdict
+    if st.emergency and not now < float(st.emergency.get("expires", 0)):
+        st.emergency = None  # expired: no use keeping it
+    return verify.failed(st, policy, now, "Wrong or expired emergency code.",
+                         "bad-emergency-code")
 
 
 def check(request: Request, user: str, answer: str, policy: Policy, store: Store,
-          clock: Clock) -> Decision:
+          clock: Clock, notifier: Notifier) -> Decision:
     """Verify an emergency code under the user's lock: once only, counted on failure."""
-    from pam_twofa.mail import notify
-
-    conv = request.conversation
-    ok = False
-    locked = None
-    with store.update(user) as st:  # no conversation under the lock: said after it
-        now = clock.now()
-        refused = _refusal(st, now)
-        if refused is None and not answer.strip():  # no guess: not counted (as in core)
-            refused = "empty", "No emergency code was entered."
-        if refused is None:
-            ok = matches(st.emergency, answer, now)
-            if ok:
-                st.emergency = None  # accepted once
-                lockout.record_success(st, now)
-            else:
-                if st.emergency and not now < float(st.emergency.get("expires", 0)):
-                    st.emergency = None  # expired: no use keeping it
-                locked = lockout.record_failure(st, policy.lockout, now)
-        failures = st.failures
-        suspended = lockout.suspended(st)
-        address = st.email or ""
-    if refused is not None:
-        conv.error(refused[1])
-        return Decision(outcome=Outcome.REFUSE, reason=refused[0])
-    client = client_of(request)
-    if ok:
-        sent = notify.emergency_code_used(policy, user, address, client=client, now=now)
+    now = clock.now()
+    verdict = store.emergency_check(user, answer, policy, now)
+    if verdict.reason == "emergency-code":
+        sent = notifier.notice("emergency_code_used", user, verdict.email or "",
+                               client=request.client(), now=now)
         return Decision(outcome=Outcome.SUCCESS, reason="emergency-code",
                         fields=(("notified", "yes" if sent else "no"),))
-    fields: tuple[tuple[str, Any], ...] = (("failures", failures),)
-    message = "Wrong or expired emergency code."
-    if suspended:
-        message += " " + MSG_SUSPENDED
-    elif locked is not None:
-        message += f" Too many wrong codes: locked until {format_time(locked)}."
-    conv.error(message)
-    if suspended:
-        sent = notify.suspended(policy, user, address, client=client, now=now)
-        fields += (("suspended", "yes"), ("notified", "yes" if sent else "no"))
-    elif locked is not None:
-        sent = notify.locked_out(policy, user, address, client=client, now=now, until=locked)
-        fields += (("locked_until", int(locked)), ("notified", "yes" if sent else "no"))
-    return Decision(outcome=Outcome.REFUSE, reason="bad-emergency-code", fields=fields)
-
-
-def _code_body(user: str, code: str, minutes: int, client: str | None, now: float) -> str:
-    from pam_twofa.mail import mailer
-
-    return (f"Your emergency verification code for {user}@{mailer.hostname()} is:\n\n"
-            f"    {code}\n\n"
-            f"It is valid for {minutes} minutes and can be used once.\n"
-            f"Requested from {client or 'a local login'} at {format_time(now)}.\n\n"
-            "If you did not ask for it, someone knows your password: change it and "
-            "tell your administrator.\n")
+    request.conversation.error(verdict.message or "")
+    if verdict.reason != "bad-emergency-code":
+        return Decision(outcome=Outcome.REFUSE, reason=verdict.reason)
+    fields = verdict.fields + lock_notices(request, user, verdict, notifier, now)
+    return Decision(outcome=Outcome.REFUSE, reason=verdict.reason, fields=fields)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 
-from pam_twofa import lockout, totp
+from pam_twofa import totp, verify
 from pam_twofa.errors import UsageError
 
 TYPE_CHECKING = False
@@ -82,7 +82,22 @@ def activate(state: UserState, secret: str, policy: Policy, now: float, *,
     state.enrolled_at = now
     state.last_step = -1
     state.pending = None
-    lockout.unlock(state)
+    verify.unlock(state)
+    return summary
+
+
+def provision(state: UserState, secret: str, policy: Policy, now: float, codes: list[str],
+              *, replace: bool = True, digits: int | None = None, period: int | None = None,
+              algorithm: str | None = None) -> dict[str, Any] | None:
+    """Under the user's lock: ``activate`` with these recovery ``codes`` (hashed; the
+    old ones go); None, changing nothing, when enrolled and ``replace`` is false."""
+    if state.enrolled and not replace:
+        return None
+    summary = activate(state, secret, policy, now, digits=digits, period=period,
+                       algorithm=algorithm)
+    from pam_twofa import recovery
+
+    recovery.replace(state, list(codes))
     return summary
 
 
@@ -119,7 +134,7 @@ def status(state: UserState | None, now: float) -> dict[str, Any]:
     if state is None:
         return {"enrolled": False, "failures": 0, "locked": False, "locked_until": None,
                 "suspended_since": None}
-    until = lockout.locked_until(state, now)
+    until = verify.locked_until(state, now)
     return {
         "enrolled": state.enrolled,
         "enrolled_at": state.enrolled_at,
@@ -164,17 +179,41 @@ def pending_secret(state: UserState, now: float) -> str | None:
 def check_code(state: UserState, answer: str, policy: Policy, now: float) -> str:
     """Prove an enrolled user's current TOTP or recovery code, exactly as a login does.
 
-    ``core.verify`` decides (one rule: replay, empty answers, lockout and
+    ``verify.verify`` decides (one rule: replay, empty answers, lockout and
     suspension alike). Returns ``ok``, ``recovery``, or a refusal reason:
     ``locked``, ``suspended``, ``replay``, ``empty``, ``bad-code``,
     ``not-enrolled``. Call inside ``Store.update`` and raise only after it, so
     the counted failure is committed. A suspended user proves nothing here: no
     re-enrollment or disabling lifts a suspension, only ``twofa-admin unlock``.
     """
-    from pam_twofa import core
-
-    reason = core.verify(state, answer, policy, now).reason
+    reason = verify.verify(state, answer, policy, now).reason
     return {"recovery-code": "recovery"}.get(reason, reason)
+
+
+def begin(state: UserState, proof: str | None, policy: Policy,
+          now: float) -> tuple[str, str | None]:
+    """Under the user's lock: a new pending secret, after an enrolled user proved the
+    second factor with ``proof`` (``check_code``). (``new``, ``ok`` or ``recovery``,
+    the secret) or (``code-needed`` or a refusal, None)."""
+    result = "new"
+    if state.enrolled:
+        result = "code-needed" if proof is None else check_code(state, proof, policy, now)
+    if result not in ("new", "ok", "recovery"):
+        return result, None
+    return result, start_pending(state, policy, now)
+
+
+def confirm(state: UserState, code: str, policy: Policy,
+            now: float) -> tuple[str, list[str], dict[str, Any]]:
+    """Under the user's lock: activate the pending secret (``confirm_pending``) with
+    new recovery codes; (result, the codes in clear or [], what it revoked)."""
+    summary = to_revoke(state)  # a re-enrollment revokes these (activate)
+    result = confirm_pending(state, code, policy, now)
+    if result != "ok":
+        return result, [], summary
+    from pam_twofa import recovery
+
+    return result, recovery.replace(state), summary
 
 
 def confirm_pending(state: UserState, answer: str, policy: Policy, now: float) -> str:
@@ -184,9 +223,9 @@ def confirm_pending(state: UserState, answer: str, policy: Policy, now: float) -
     counts in the lockout like a wrong login code; the accepted step becomes
     ``last_step``, so the same code cannot log in again.
     """
-    if lockout.suspended(state):
+    if verify.suspended(state):
         return "suspended"
-    if lockout.locked_until(state, now) is not None:
+    if verify.locked_until(state, now) is not None:
         return "locked"
     secret = pending_secret(state, now)
     if secret is None:
@@ -198,7 +237,7 @@ def confirm_secret(state: UserState, secret: str, answer: str, policy: Policy,
                    now: float) -> str:
     """Activate ``secret`` (shown to the user, kept by the caller) if ``answer`` is
     its current code: ``ok``, or ``locked``, ``bad-code``; counted like ``confirm_pending``."""
-    if lockout.locked_until(state, now) is not None:
+    if verify.locked_until(state, now) is not None:
         return "locked"
     tp = policy.totp
     code = totp.normalize_code(answer, tp.digits)
@@ -206,11 +245,11 @@ def confirm_secret(state: UserState, secret: str, answer: str, policy: Policy,
         totp.b32decode(secret), code, now, digits=tp.digits, period=tp.period,
         algorithm=tp.algorithm, window=tp.window)
     if step is None:
-        lockout.record_failure(state, policy.lockout, now)
+        verify.record_failure(state, policy.lockout, now)
         return "bad-code"
     activate(state, secret, policy, now)
     state.last_step = step
-    lockout.record_success(state, now)
+    verify.record_success(state, now)
     return "ok"
 
 

@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from pam_twofa.clock import Clock
+    from pam_twofa.login import Clock
 
 
 def check_owner_mode(st: os.stat_result, what: str, path: str, *, dir_: bool) -> None:

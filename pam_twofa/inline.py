@@ -13,14 +13,12 @@ python3-qrcode under pam_python) and ``hashlib`` stay off enrolled users' logins
 
 from __future__ import annotations
 
-from pam_twofa import enrollment, lockout
-from pam_twofa.clock import format_time
-from pam_twofa.core import Decision, Outcome
+from pam_twofa import enrollment
+from pam_twofa.login import Decision, Outcome, format_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pam_twofa.clock import Clock
-    from pam_twofa.core import Request
+    from pam_twofa.login import Clock, LoginView, Request
     from pam_twofa.policy import Policy
     from pam_twofa.state import UserState
     from pam_twofa.store import Store
@@ -46,7 +44,7 @@ def enroll(request: Request, user: str, policy: Policy, store: Store, clock: Clo
     if request.code is not None:  # the code came with the password: nothing to enroll with
         conv.error("Two-factor authentication must be set up first: log in interactively.")
         return Decision(outcome=Outcome.REFUSE, reason="enrollment-required")
-    refused = _refusal(store.load(user), clock.now())
+    refused = _refusal(store.view(user, clock.now()), clock.now())
     if refused is not None:
         conv.error(refused[1])
         return refused[0]
@@ -57,16 +55,7 @@ def enroll(request: Request, user: str, policy: Policy, store: Store, clock: Clo
     answer = conv.ask(PROMPT)
     if answer is None:
         return Decision(outcome=Outcome.REFUSE, reason="no-answer")
-    with store.update(user) as st:
-        now = clock.now()
-        if st.enrolled:
-            result = "enrolled-meanwhile"
-        else:
-            result = enrollment.confirm_secret(st, secret, answer, policy, now)
-        if result == "ok":
-            from pam_twofa import recovery
-
-            codes = recovery.replace(st)
+    result, codes = store.enroll_inline(user, secret, answer, policy, clock.now())
     if result == "enrolled-meanwhile":
         conv.error(MSG_MEANWHILE)
         return Decision(outcome=Outcome.REFUSE, reason=result)
@@ -80,13 +69,27 @@ def enroll(request: Request, user: str, policy: Policy, store: Store, clock: Clo
     return Decision(outcome=Outcome.SUCCESS, reason="enrolled", fields=(("enrollment", "inline"),))
 
 
-def _refusal(st: UserState | None, now: float) -> tuple[Decision, str] | None:
+def confirm(st: UserState, secret: str, answer: str, policy: Policy,
+            now: float) -> tuple[str, list[str]]:
+    """Under the user's lock: activate this login's ``secret`` if ``answer`` is its
+    code, with a fresh set of recovery codes (returned in clear, shown once)."""
+    if st.enrolled:
+        return "enrolled-meanwhile", []
+    result = enrollment.confirm_secret(st, secret, answer, policy, now)
+    if result != "ok":
+        return result, []
+    from pam_twofa import recovery
+
+    return result, recovery.replace(st)
+
+
+def _refusal(view: LoginView | None, now: float) -> tuple[Decision, str] | None:
     """Why this login cannot enroll now (a lock, or enrolled by another session)."""
-    if st is None:
+    if view is None:
         return None
-    if st.enrolled:  # the next login asks for a code
+    if view.enrolled:  # the next login asks for a code
         return Decision(outcome=Outcome.REFUSE, reason="enrolled-meanwhile"), MSG_MEANWHILE
-    until = lockout.locked_until(st, now)
+    until = view.locked_until if view.locked_until > now else None
     if until is not None:
         return (Decision(outcome=Outcome.REFUSE, reason="locked",
                          fields=(("locked_until", int(until)),)),

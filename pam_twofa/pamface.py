@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 
 from pam_twofa import log
-from pam_twofa.core import Conversation
 from pam_twofa.errors import PolicyError, TwofaError, UsageError
+from pam_twofa.login import ClockHint, Conversation, Notifier
 from pam_twofa.paths import Paths
 from pam_twofa.record import Record
 
@@ -84,7 +84,7 @@ UNDECODABLE = "\ufffd"  # an answer pam_python could not decode: never a code, n
 
 
 class PamConversation(Conversation):
-    """``core.Conversation`` over pamh.conversation; honours PAM_SILENT.
+    """``login.Conversation`` over pamh.conversation; honours PAM_SILENT.
 
     ``asked`` turns true with the first prompt: from then on the user may have
     typed something, and failmode no longer applies (see ``_Login.failed``).
@@ -118,6 +118,37 @@ class PamConversation(Conversation):
     def error(self, text: str) -> None:
         if not self.silent:
             self._say(self.pamh.PAM_ERROR_MSG, text)
+
+
+class _Mail(Notifier):
+    """Notices and emergency codes by mail; the mail modules load only for a mail."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def notice(self, event: str, user: str, address: str, **facts: Any) -> bool:
+        from pam_twofa.mail import notify
+
+        return notify.MailNotifier(self.policy).notice(event, user, address, **facts)
+
+    def send_code(self, user: str, address: str, code: str, *, minutes: int,
+                  client: str | None, now: float) -> tuple[bool, str]:
+        from pam_twofa.mail import notify
+
+        return notify.MailNotifier(self.policy).send_code(
+            user, address, code, minutes=minutes, client=client, now=now)
+
+
+class _StatusFile(ClockHint):
+    """twofa-clockcheck's status file, read only on a refused code."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def offset_beyond(self, covered: float, now: float) -> float | None:
+        from pam_twofa import clockstatus
+
+        return clockstatus.FileHint(self.path).offset_beyond(covered, now)
 
 
 def _env(pamh: PamHandle, name: str) -> str | None:
@@ -209,8 +240,8 @@ class _Login:
         return self._decide(options, unprivileged)
 
     def _decide(self, options: Options, unprivileged: bool) -> int:
-        from pam_twofa import accounts, core, policyfile
-        from pam_twofa.clock import Clock
+        from pam_twofa import core, policyfile
+        from pam_twofa.login import Clock, Outcome, Request, lookup
         from pam_twofa.store import FileStore
 
         pamh = self.pamh
@@ -229,7 +260,7 @@ class _Login:
         self.sink.log(log.DEBUG, "", user=self.user, policy=options.paths.policy,
                       state_dir=options.paths.state_dir, scope=policy.mandatory.scope,
                       failmode=self.failmode, single_prompt=options.single_prompt)
-        clock = Clock(status_path=options.paths.clock_status)  # read only on a wrong code
+        clock = Clock()
         store = FileStore(options.paths, clock)
         code = None
         if options.single_prompt == "verify":  # the code the "ask" line kept
@@ -240,9 +271,9 @@ class _Login:
                 return self.failed("bad-stack", "single_prompt=verify found no answer: "
                                    "put a single_prompt=ask line before the password module")
             self.conv.asked = True  # the code is the user's input
-        request = core.Request(
+        request = Request(
             user=self.user,
-            account=accounts.lookup(self.user),
+            account=lookup(self.user),
             conversation=self.conv,
             service=self.service,
             rhost=self.rhost,
@@ -250,8 +281,9 @@ class _Login:
             ssh_auth_info=_env(pamh, "SSH_AUTH_INFO_0"),
             code=code,
         )
-        decision = core.authenticate(request, policy, store, clock)
-        refused = decision.outcome == core.Outcome.REFUSE
+        decision = core.authenticate(request, policy, store, clock, _Mail(policy),
+                                     _StatusFile(options.paths.clock_status))
+        refused = decision.outcome == Outcome.REFUSE
         offset = dict(decision.fields).get("clock_offset") if refused else None
         if offset is not None:  # the last twofa-clockcheck saw more skew than the window
             self.sink.log(log.WARNING, "server clock may be off: see twofa-clockcheck",
@@ -259,16 +291,16 @@ class _Login:
         self.sink.log(log.NOTICE if refused else log.INFO, "", user=self.user,
                       rhost=self.rhost_shown, result=decision.outcome,
                       reason=decision.reason, **dict(decision.fields))
-        if decision.outcome == core.Outcome.SUCCESS:
+        if decision.outcome == Outcome.SUCCESS:
             return int(pamh.PAM_SUCCESS)
-        if decision.outcome == core.Outcome.IGNORE:
+        if decision.outcome == Outcome.IGNORE:
             return int(pamh.PAM_IGNORE)
         return int(pamh.PAM_AUTH_ERR)
 
     def _single_prompt_ask(self, options: Options) -> int:
         """Ask once, hand the password on, keep the code for the verify line."""
         from pam_twofa import single
-        from pam_twofa.clock import Clock
+        from pam_twofa.login import Clock
         from pam_twofa.store import FileStore
 
         assert self.user is not None
@@ -281,11 +313,11 @@ class _Login:
     def _caller_is_user(self, options: Options) -> bool:
         """``unprivileged=ignore`` and the process authenticates its own user: a
         screen locker; never a daemon checking other users' passwords."""
-        from pam_twofa import accounts
+        from pam_twofa.login import lookup
 
         if options.unprivileged != "ignore" or self.user is None:
             return False
-        account = accounts.lookup(self.user)
+        account = lookup(self.user)
         return account is not None and account.uid == os.getuid()
 
     def _refuse(self, reason: str) -> int:
@@ -297,7 +329,7 @@ class _Login:
         """The user name; one that is not text or cannot be a file name is hostile
         (the core still prompts for it, then refuses: no account enumeration)."""
         from pam_twofa.errors import InvalidUserName
-        from pam_twofa.store import validate_user_name
+        from pam_twofa.login import validate_user_name
 
         pamh = self.pamh
         try:
@@ -354,7 +386,7 @@ class _Login:
                       reason=reason, **mode)
         if safe:
             return int(self.pamh.PAM_IGNORE)
-        from pam_twofa.core import MSG_UNAVAILABLE
+        from pam_twofa.login import MSG_UNAVAILABLE
 
         self.conv.error(MSG_UNAVAILABLE)
         return int(self.pamh.PAM_AUTH_ERR)

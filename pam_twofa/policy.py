@@ -146,10 +146,9 @@ class SmtpPolicy(Record):
     sender: str | None
     timeout_seconds: int
 
-    @property
-    def configured(self) -> bool:
-        """Whether a server is named to send through: a host, or a provider preset.
-        Here, not in ``mail``: a login asks it without loading the mail package."""
+    def sends(self) -> bool:
+        """Whether a server is named to send through (a preset provider or a host):
+        the login decides whether to offer mail without loading the mailer."""
         return bool(self.host) or self.provider != "custom"
 
 

@@ -143,9 +143,12 @@ def _plain(loader: Any, node: Any, key_path: tuple[str, ...],
 
 def _key(path: str, st: os.stat_result) -> tuple[Any, ...]:
     """The cache key: the file's identity, and the code's identity and record shapes."""
-    shape = tuple((name, cls.__record_fields__) for name, cls in policy.SECTIONS.items())
     identity = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    return (CACHE_VERSION, code_key(), shape, *identity)
+    return (CACHE_VERSION, code_key(), _shape(), *identity)
+
+
+def _shape() -> tuple[Any, ...]:
+    return tuple((name, cls.__record_fields__) for name, cls in policy.SECTIONS.items())
 
 
 def _read_cache(paths: Paths, key: tuple[Any, ...],
@@ -230,9 +233,7 @@ def _compile(paths: Paths, use_cache: bool,
     except FileNotFoundError:
         if paths.policy_explicit:
             raise PolicyError("no such file", path) from None
-        from pam_twofa import schema
-
-        return schema.validate({})[0], None, None
+        return _defaults(paths, use_cache), None, None
     except OSError as exc:
         raise PolicyError(f"cannot open: {exc.strerror}", path) from None
     try:
@@ -269,6 +270,24 @@ def _compile(paths: Paths, use_cache: bool,
         _write(paths, _cache_name(paths), (key, raw, _compiled(plain), None, now))
         _write(paths, LAST_VALID, (path, raw, now))
     return plain, None, None
+
+
+def _defaults(paths: Paths, use_cache: bool) -> dict[str, Any]:
+    """The built-in defaults (no file at the default path), cached like a file's
+    policy, keyed by the code that compiles them: ``schema`` loads only on a miss."""
+    key = (CACHE_VERSION, code_key(), _shape(), paths.policy, "absent")
+    if use_cache:
+        hit = _read_cache(paths, key, b"")
+        if hit is not None and hit[1] is None:
+            return hit[0]
+    from pam_twofa import schema
+
+    plain = schema.validate({})[0]
+    if use_cache:
+        import time
+
+        _write(paths, _cache_name(paths), (key, b"", _compiled(plain), None, time.time()))
+    return plain
 
 
 def load(paths: Paths, use_cache: bool = True) -> policy.Policy:

@@ -35,7 +35,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from pam_twofa.core import Conversation
+    from pam_twofa.login import Conversation
     from pam_twofa.store import Store
 
 PROMPT = "Password and verification code: "
@@ -57,12 +57,12 @@ def user_digits(store: Store, user: str) -> int | None:
     """The enrolled user's code length, or None (not enrolled, or no usable state:
     then the core decides as for any such user)."""
     try:
-        state = store.load(user)
+        view = store.view(user, 0.0)
     except TwofaError:
         return None
-    if state is None or not state.enrolled:
+    if view is None or not view.enrolled:
         return None
-    return state.digits
+    return view.digits
 
 
 def ask(pamh: Any, conv: Conversation, store: Store, user: str) -> bool:

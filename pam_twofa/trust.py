@@ -21,16 +21,15 @@ service was bound (state version 1) are bound to ``sshd`` (see ``state``).
 
 from __future__ import annotations
 
-from pam_twofa import lockout
-from pam_twofa.clock import format_time
+from pam_twofa import verify
+from pam_twofa.login import Decision, Outcome, format_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-    from pam_twofa.clock import Clock
-    from pam_twofa.core import Decision, Request
+    from pam_twofa.login import Clock, Notifier, Request
     from pam_twofa.policy import Policy, TrustPolicy
     from pam_twofa.state import UserState
     from pam_twofa.store import Store
@@ -146,55 +145,45 @@ def find(state: UserState, binding: Binding, now: float) -> dict[str, Any] | Non
     return None
 
 
-def skip(request: Request, user: str, policy: Policy, store: Store,
+def use(state: UserState, binding: Binding, now: float) -> tuple[str, float] | None:
+    """Under the user's lock: the matching live record's (id, expiry), its use
+    recorded; None when revoked or expired since, not enrolled, locked or suspended
+    (trust never lifts a lockout: the code prompt reports it)."""
+    record = find(state, binding, now) if state.enrolled else None
+    if record is None or verify.locked_until(state, now) is not None or verify.suspended(state):
+        return None
+    record["last_used"] = now
+    state.last_trusted = now  # not last_success: no code was given
+    return str(record.get("id")), float(record["expires"])
+
+
+def skip(request: Request, user: str, binding: Binding, store: Store,
          clock: Clock) -> Decision | None:
     """A SUCCESS decision when this login comes from a device the user trusts, else None.
 
-    Not in single-prompt mode (the code came with the password, see pamface). A
-    locked user is not let in by trust: None, so the code prompt reports the lock.
+    The core calls it only when its unlocked read saw a matching record; the store
+    re-checks under the lock (revoked or locked since?). Never in single-prompt mode
+    (the code came with the password, see pamface: the core passes no binding).
     """
-    if request.code is not None:
+    used = store.skip_trusted(user, binding, clock.now())
+    if used is None:
         return None
-    binding = Binding.of(request)
-    if not binding.allowed(policy.trusted_devices):
-        return None
-    state = store.load(user)
-    if state is None or find(state, binding, clock.now()) is None:
-        return None
-    from pam_twofa.core import Decision, Outcome
-
-    with store.update(user) as st:  # re-check under the lock: revoked or locked since?
-        now = clock.now()
-        record = find(st, binding, now) if st.enrolled else None
-        if (record is None or lockout.locked_until(st, now) is not None
-                or lockout.suspended(st)):
-            return None
-        record["last_used"] = now
-        st.last_trusted = now  # not last_success: no code was given
-        device_id = str(record.get("id"))
-        expires = float(record["expires"])
+    device_id, expires = used
     request.conversation.info(f"Trusted device: no verification code needed "
                               f"(trusted until {format_time(expires)}).")
     return Decision(outcome=Outcome.SUCCESS, reason="trusted-device",
                     fields=(("device", device_id),))
 
 
-def offer(request: Request, user: str, policy: Policy, store: Store,
-          clock: Clock) -> tuple[tuple[str, Any], ...]:
-    """After a right code: ask whether to trust this device (default no).
+def offer(request: Request, user: str, binding: Binding, policy: Policy, store: Store,
+          clock: Clock, notifier: Notifier) -> tuple[tuple[str, Any], ...]:
+    """After a right TOTP code from a device without a live record: ask whether to
+    trust it (default no).
 
     Returns extra log fields (the new record's id) or ``()``. Asked outside the
     user's lock: a user thinking about the question must not block their other logins.
     """
     tp = policy.trusted_devices
-    if request.code is not None:
-        return ()
-    binding = Binding.of(request)
-    if not binding.allowed(tp):
-        return ()
-    state = store.load(user)
-    if state is not None and find(state, binding, clock.now()) is not None:
-        return ()
     days = f"{tp.days} day" + ("s" if tp.days != 1 else "")
     answer = request.conversation.ask(TRUST_PROMPT.format(days=days), echo=True)
     if answer is None or answer.strip().lower() not in YES:
@@ -202,25 +191,21 @@ def offer(request: Request, user: str, policy: Policy, store: Store,
     from pam_twofa.errors import LockTimeout
 
     try:
-        with store.update(user) as st:
-            if not st.enrolled:
-                return ()
-            record = add(st, binding, tp, clock.now())
-            email = st.email
+        added = store.add_trusted(user, binding, policy, clock.now())
     except LockTimeout:  # the code was proven: the login stands, the device is not trusted
         request.conversation.error("This device could not be trusted now; "
                                    "try again at your next login.")
         return (("trusted_device", "lock-timeout"),)
+    if added is None:  # reset meanwhile
+        return ()
+    record, email = added
     request.conversation.info(f"This device is trusted until {format_time(record['expires'])}.")
     fields: tuple[tuple[str, Any], ...] = (("trusted_device", record["id"]),)
-    if email:  # tell the owner by mail (best effort, bounded by the smtp timeout)
-        from pam_twofa.mail import notify
-
+    if email:  # tell the owner (best effort, bounded by the smtp timeout)
         label = f"{record['id']} ({binding.ip}" + (f", key {binding.key})" if binding.key
                                                    else ")")
-        sent = notify.device_trusted(policy, user, email, client=binding.ip,
-                                     now=record["created"], until=record["expires"],
-                                     device=label)
+        sent = notifier.notice("device_trusted", user, email, client=binding.ip,
+                               now=record["created"], until=record["expires"], device=label)
         fields += (("notified", "yes" if sent else "no"),)
     return fields
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pam_twofa import core, policy, schema, totp
+from pam_twofa import login, policy, schema, totp
 from pam_twofa.state import UserState
 
 NOW = 1796092395.0  # 15 s into its 30 s step: +-1 step is unambiguous
@@ -27,7 +27,7 @@ def code(
     return totp.hotp(key, int(NOW // period) + offset_steps, digits, algorithm)
 
 
-class Script(core.Conversation):
+class Script(login.Conversation):
     """Answers prompts from a list; records every prompt, info and error."""
 
     def __init__(self, answers: list[str | None]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pam_twofa import core
+from pam_twofa import core, login
 from pam_twofa.accounts import Account
 from pam_twofa.clock import FixedClock
 from pam_twofa.paths import Paths
@@ -84,8 +84,8 @@ CASES = [
         fields={"failures": 1},
     ),
     # an empty answer is no guess: not counted (issue 12 item 1)
-    Case("empty-answer", [""], "refused", "empty", errors=(core.MSG_EMPTY,)),
-    Case("blank-answer", [" \t "], "refused", "empty", errors=(core.MSG_EMPTY,)),
+    Case("empty-answer", [""], "refused", "empty", errors=(login.MSG_EMPTY,)),
+    Case("blank-answer", [" \t "], "refused", "empty", errors=(login.MSG_EMPTY,)),
     Case("no-answer", [None], "refused", "no-answer"),
     Case("previous-step-window-1", [code(-1)], "success", "ok"),
     Case("next-step-window-1", [code(1)], "success", "ok"),
@@ -109,7 +109,7 @@ CASES = [
         "refused",
         "replay",
         setup=enrolled(last_step=STEP, failures=2),
-        errors=(core.MSG_REPLAY,),
+        errors=(login.MSG_REPLAY,),
     ),
     Case(
         "replay-older-step",
@@ -117,7 +117,7 @@ CASES = [
         "refused",
         "replay",
         setup=enrolled(last_step=STEP),
-        errors=(core.MSG_REPLAY,),
+        errors=(login.MSG_REPLAY,),
     ),
     Case(  # an old code of a step never used is a wrong code, not a replay
         "old-step-outside-window-after-last",
@@ -370,15 +370,15 @@ def test_decision(case: Case, tmp_path: Path) -> None:
         if case.known
         else None
     )
-    request = core.Request(
+    request = login.Request(
         user=case.user, account=account, conversation=conv, service="svc", code=case.given_code
     )
     clock = FixedClock(NOW)
     decision = core.authenticate(request, make_policy(case.policy), store, clock)
     assert (decision.outcome, decision.reason) == (case.outcome, case.reason)
     assert dict(decision.fields) == case.fields
-    assert conv.prompts == [(core.CODE_PROMPT, False)] * case.prompts
-    assert "Verification code" in core.CODE_PROMPT
+    assert conv.prompts == [(login.CODE_PROMPT, False)] * case.prompts
+    assert "Verification code" in login.CODE_PROMPT
     assert len(conv.infos) == len(case.infos), conv.infos
     for text, needle in zip(conv.infos, case.infos, strict=True):
         assert needle in text

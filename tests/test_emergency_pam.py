@@ -268,12 +268,12 @@ def test_no_email_no_offer_and_no_mail_modules(world: World) -> None:
     probe = f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from pam_twofa import core, policyfile
+from pam_twofa import core, login, policyfile
 from pam_twofa.accounts import Account
 from pam_twofa.clock import Clock
 from pam_twofa.paths import Paths
 from pam_twofa.store import FileStore
-class Conv(core.Conversation):
+class Conv(login.Conversation):
     prompts = []
     def ask(self, prompt, echo=False):
         self.prompts.append(prompt)
@@ -282,7 +282,7 @@ paths = Paths(policy={str(world.env.policy)!r}, policy_explicit=True,
               state_dir={str(world.env.state_dir)!r})
 acct = Account(name="alice", uid=1, gid=1, home="/", groups=frozenset())
 conv = Conv()
-d = core.authenticate(core.Request(user="alice", account=acct, conversation=conv),
+d = core.authenticate(login.Request(user="alice", account=acct, conversation=conv),
                       policyfile.load(paths), FileStore(paths, Clock()), Clock())
 print(d.outcome, conv.prompts, sorted(m for m in ("smtplib", "ssl", "email", "socket")
                                       if m in sys.modules))

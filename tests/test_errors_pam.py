@@ -233,7 +233,7 @@ def test_module_found_from_its_own_location_through_a_symlink(tw: PamEnv) -> Non
     copy = tw.root / "usr-lib" / "python3" / "dist-packages"
     shutil.copytree(ENTRY_MODULE.parent, copy / "pam_twofa",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    core = copy / "pam_twofa" / "core.py"
+    core = copy / "pam_twofa" / "login.py"
     core.write_text(core.read_text().replace('CODE_PROMPT = "Verification code: "',
                                              'CODE_PROMPT = "Copied code: "'))
     security = tw.root / "lib" / "security"

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from pam_twofa import lockout, totp
+from pam_twofa import totp, verify
 from pam_twofa.schema import defaults
 from tests.fleet_support import ADMIN, HOSTS, FleetDb, check, fleet_db, fleet_template
 
@@ -102,7 +102,7 @@ def test_progressive_lock_follows_the_file_store_rule(fleet_db: FleetDb) -> None
         answer = check(fleet_db, h1, "dave", "000000")
         assert answer["result"] == "bad-code"
         length = answer["locked_until"] - time.time()
-        assert length == pytest.approx(lockout.lock_duration(policy, level), abs=0.3)
+        assert length == pytest.approx(verify.lock_duration(policy, level), abs=0.3)
         assert fleet_db.row("dave")["lock_level"] == level
         time.sleep(length + 0.05)
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from pam_twofa import core, emergency, lockout, schema
+from pam_twofa import core, emergency, login, schema, verify
 from pam_twofa.accounts import Account
 from pam_twofa.clock import FixedClock
+from pam_twofa.login import Notifier
 from pam_twofa.paths import Paths
 from pam_twofa.state import UserState
 from pam_twofa.store import FileStore
@@ -66,9 +67,9 @@ def _store(tmp_path: Path, timeout: float = 10.0) -> FileStore:
     return FileStore(Paths(state_dir=str(tmp_path / "state")), FixedClock(NOW), timeout)
 
 
-def _run(store: FileStore, conv: core.Conversation, overrides: dict[str, Any] | None = None,
-         account: Account = ALICE) -> core.Decision:
-    request = core.Request(user=account.name, account=account, conversation=conv,
+def _run(store: FileStore, conv: login.Conversation, overrides: dict[str, Any] | None = None,
+         account: Account = ALICE) -> login.Decision:
+    request = login.Request(user=account.name, account=account, conversation=conv,
                            service="sshd", rhost="192.0.2.7")
     return core.authenticate(request, make_policy(overrides or {}), store, FixedClock(NOW))
 
@@ -102,12 +103,12 @@ def test_emergency_refusals_are_said_after_the_lock(setup: Any, tmp_path: Path) 
     with store.update("alice") as st:
         setup(st)
     conv = LockProbe([], _lock(tmp_path))
-    request = core.Request(user="alice", account=ALICE, conversation=conv, service="sshd")
+    request = login.Request(user="alice", account=ALICE, conversation=conv, service="sshd")
     clock = FixedClock(NOW)
     policy = make_policy({"smtp": {"host": "127.0.0.1", "port": 9, "security": "none"}})
-    first = emergency.login(request, "alice", policy, store, clock)
-    second = emergency.check(request, "alice", "12345678", policy, store, clock)
-    assert first.outcome == second.outcome == core.Outcome.REFUSE
+    first = emergency.login(request, "alice", policy, store, clock, Notifier())
+    second = emergency.check(request, "alice", "12345678", policy, store, clock, Notifier())
+    assert first.outcome == second.outcome == login.Outcome.REFUSE
     assert first.reason == second.reason
     assert first.reason in ("no-email", "locked", "suspended")
     assert len(conv.errors) == 2 and conv.held_during == []
@@ -125,7 +126,7 @@ def test_lock_timeout_is_a_refusal_not_an_error(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert (decision.outcome, decision.reason) == ("refused", "lock-timeout")
-    assert conv.errors == [core.MSG_BUSY]
+    assert conv.errors == [login.MSG_BUSY]
     state = store.load("alice")
     assert state is not None and state.last_step == -1 and state.failures == 0
 
@@ -141,9 +142,9 @@ def test_replay_and_empty_are_not_counted_toward_lock_or_suspension(tmp_path: Pa
     with store.update("alice") as st:
         enrolled(last_step=STEP, failures=4, recent_failures=[NOW - 3] * 4)(st)
     policy = {"lockout": {"max_failures": 5, "max_consecutive_failures": 5}}
-    for answer, reason, message in ((code(), "replay", core.MSG_REPLAY),
-                                    (code(-1), "replay", core.MSG_REPLAY),
-                                    ("", "empty", core.MSG_EMPTY)):
+    for answer, reason, message in ((code(), "replay", login.MSG_REPLAY),
+                                    (code(-1), "replay", login.MSG_REPLAY),
+                                    ("", "empty", login.MSG_EMPTY)):
         for _ in range(3):
             conv = Script([answer])
             decision = _run(store, conv, policy)
@@ -167,7 +168,7 @@ def test_max_consecutive_failures_suspends_until_unlock(tmp_path: Path) -> None:
     decision = _run(store, conv)  # the 100th wrong code in a row (the default limit)
     assert (decision.reason, dict(decision.fields)) == (
         "bad-code", {"failures": 100, "suspended": "yes"})
-    assert core.MSG_SUSPENDED in conv.errors[0]
+    assert login.MSG_SUSPENDED in conv.errors[0]
     state = _state(store)
     assert state.suspended == NOW and state.locked_until < NOW  # suspended, not locked
     # every code is refused now: the right TOTP code, a recovery code, a trusted device
@@ -175,11 +176,11 @@ def test_max_consecutive_failures_suspends_until_unlock(tmp_path: Path) -> None:
         conv = Script([answer])
         decision = _run(store, conv)
         assert (decision.outcome, decision.reason) == ("refused", "suspended")
-        assert conv.errors == [core.MSG_SUSPENDED]
+        assert conv.errors == [login.MSG_SUSPENDED]
     state = _state(store)
     assert state.failures == 100 and state.recovery_codes  # nothing counted or used
     with store.update("alice") as st:
-        lockout.unlock(st)
+        verify.unlock(st)
     assert _run(store, Script([code()])).reason == "ok"
     assert _state(store).suspended is None
 
@@ -187,7 +188,7 @@ def test_max_consecutive_failures_suspends_until_unlock(tmp_path: Path) -> None:
 def test_a_lower_limit_suspends_before_the_lock_would() -> None:
     policy = make_policy({"lockout": {"max_failures": 5, "max_consecutive_failures": 3}})
     st = UserState("alice")
-    assert [lockout.record_failure(st, policy.lockout, NOW + i) for i in range(3)] == [None] * 3
+    assert [verify.record_failure(st, policy.lockout, NOW + i) for i in range(3)] == [None] * 3
     assert st.suspended == NOW + 2 and st.failures == 3
 
 
@@ -199,9 +200,9 @@ def test_max_consecutive_failures_is_at_most_100(value: object, ok: bool) -> Non
 
 
 def test_guesses_per_year_stop_at_the_limit() -> None:
-    assert lockout.guesses_per_year(make_policy({}).lockout) == 100
+    assert verify.guesses_per_year(make_policy({}).lockout) == 100
     small = make_policy({"lockout": {"max_consecutive_failures": 7}}).lockout
-    assert lockout.guesses_per_year(small) == 7
+    assert verify.guesses_per_year(small) == 7
 
 
 def test_recovery_hint_names_the_command(tmp_path: Path) -> None:
@@ -244,7 +245,7 @@ def test_lock_timeout_after_a_right_code_only_skips_the_trust(tmp_path: Path) ->
 
 
 def test_enrollment_service_checks_follow_the_same_rule(tmp_path: Path) -> None:
-    """enrollment.check_code is core.verify: a suspended user proves nothing there (so
+    """enrollment.check_code is verify.verify: a suspended user proves nothing there (so
     no re-enrollment or disabling lifts a suspension), replays and empty answers are
     not counted."""
     from pam_twofa import enrollment
@@ -269,8 +270,9 @@ def test_an_empty_emergency_answer_is_not_counted(tmp_path: Path) -> None:
     with store.update("alice") as st:
         enrolled(email="a@example.org")(st)
     conv = LockProbe([], _lock(tmp_path))
-    request = core.Request(user="alice", account=ALICE, conversation=conv, service="sshd")
-    decision = emergency.check(request, "alice", " ", make_policy({}), store, FixedClock(NOW))
+    request = login.Request(user="alice", account=ALICE, conversation=conv, service="sshd")
+    decision = emergency.check(request, "alice", " ", make_policy({}), store, FixedClock(NOW),
+                                 Notifier())
     assert (decision.outcome, decision.reason) == ("refused", "empty")
     assert conv.errors == ["No emergency code was entered."] and conv.held_during == []
     assert _state(store).failures == 0

@@ -267,10 +267,10 @@ def test_read_only_state_dir_refuses_with_log_line_state_intact(rel: PamEnv) -> 
 def test_brute_force_figure_of_the_default_policy() -> None:
     """Guesses per year for an attacker who knows the password, under the default
     progressive lockout (the attacker never succeeds, so the level never resets)."""
-    from pam_twofa import lockout, schema
+    from pam_twofa import schema, verify
 
     rules = schema.defaults().lockout
-    guesses = lockout.guesses_per_year(rules)
+    guesses = verify.guesses_per_year(rules)
     # Each guess is one code against the (2 * window + 1) codes accepted at that moment.
     window = schema.defaults().totp.window
     odds = guesses * (2 * window + 1) / 10**6
@@ -283,7 +283,7 @@ def test_brute_force_figure_of_the_default_policy() -> None:
     # Within that cap the doubling is what slows it: in one day 13 guesses, where the
     # same lock without the doubling allows 100 (~105,000 a year without the cap).
     day = 86400.0
-    fixed = lockout.guesses_per_year(rules.replace(max_lock_seconds=rules.lock_seconds), day)
-    print(f"in one day: {lockout.guesses_per_year(rules, day)} guesses; without the "
+    fixed = verify.guesses_per_year(rules.replace(max_lock_seconds=rules.lock_seconds), day)
+    print(f"in one day: {verify.guesses_per_year(rules, day)} guesses; without the "
           f"doubling: {fixed}")
-    assert lockout.guesses_per_year(rules, day) == 13 and fixed == 100
+    assert verify.guesses_per_year(rules, day) == 13 and fixed == 100

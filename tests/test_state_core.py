@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pam_twofa import core, policy
+from pam_twofa import core, login, policy
 from pam_twofa.accounts import Account
 from pam_twofa.clock import FixedClock
 from pam_twofa.paths import Paths
@@ -25,9 +25,9 @@ from tests.core_support import (
 
 def _run(
     store: FileStore, answer: str, now: float = NOW, pol: policy.Policy | None = None
-) -> core.Decision:
+) -> login.Decision:
     account = Account(name="alice", uid=4242, gid=4242, home="/h", groups=frozenset())
-    request = core.Request(user="alice", account=account, conversation=Script([answer]))
+    request = login.Request(user="alice", account=account, conversation=Script([answer]))
     return core.authenticate(request, pol or make_policy({}), store, FixedClock(now))
 
 
@@ -70,18 +70,18 @@ def test_grace_first_seen_is_written_once(tmp_path: Path) -> None:
     pol = make_policy(ADMINS)
     account = Account(name="alice", uid=4242, gid=4242, home="/h", groups=WHEEL)
     for now in (NOW, NOW + DAY, NOW + 7 * DAY - 1):
-        req = core.Request(user="alice", account=account, conversation=Script([]))
+        req = login.Request(user="alice", account=account, conversation=Script([]))
         d = core.authenticate(req, pol, store, FixedClock(now))
         assert (d.outcome, d.reason) == ("ignored", "grace")
     st = store.load("alice")
     assert st is not None and st.first_seen == NOW and not st.enrolled
-    req = core.Request(user="alice", account=account, conversation=Script([]))
+    req = login.Request(user="alice", account=account, conversation=Script([]))
     d = core.authenticate(req, pol, store, FixedClock(NOW + 7 * DAY))
     assert (d.outcome, d.reason) == ("refused", "enrollment-required")
 
 
 def test_outcomes_are_three_strings() -> None:
-    assert (core.Outcome.SUCCESS, core.Outcome.IGNORE, core.Outcome.REFUSE) == (
+    assert (login.Outcome.SUCCESS, login.Outcome.IGNORE, login.Outcome.REFUSE) == (
         "success",
         "ignored",
         "refused",

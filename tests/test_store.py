@@ -366,3 +366,36 @@ def test_round_trip_every_field(store: FileStore) -> None:
     loaded = store.load("alice")
     assert loaded is not None and loaded.to_plain() == expected
     assert UserState.from_plain("alice", expected).to_plain() == expected
+
+
+def test_file_store_implements_every_operation_and_none_hands_out_a_secret(
+        tmp_path: Path) -> None:
+    """The interface a second backend implements (issue 14): FileStore overrides every
+    operation of Store, and a login's view of a user carries no secret, code or hash."""
+    import inspect
+
+    from pam_twofa.clock import FixedClock
+    from pam_twofa.store import LoginView, Store
+
+    ops = {name for name, fn in vars(Store).items()
+           if inspect.isfunction(fn) and not name.startswith("_")}
+    assert {"view", "grace_start", "check_code", "skip_trusted", "add_trusted",
+            "emergency_reserve", "emergency_check", "enroll_inline", "status", "unlock",
+            "reset", "begin_enrollment", "confirm_enrollment", "new_recovery_codes",
+            "disable", "provision", "reset_recovery_codes", "devices", "revoke_devices",
+            "users"} <= ops
+    missing = sorted(n for n in ops - {"reset"} if n not in vars(FileStore))
+    assert missing == [], missing
+    store = FileStore(Paths(state_dir=str(tmp_path / "s")), FixedClock(1e9))
+    with store.update("alice") as st:
+        st.enrolled, st.secret = True, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+        st.recovery_codes = ["scrypt$16384$8$1$AAAA$BBBB"]
+        st.email = "alice@example.org"
+    view = store.view("alice", 1e9)
+    assert isinstance(view, LoginView) and view.enrolled and view.email is True
+    shown = repr(view)
+    assert "GEZDGNBV" not in shown and "scrypt" not in shown and "example.org" not in shown
+    assert store.view("nobody", 1e9) is None
+    assert store.unlock("alice") and not store.unlock("nobody")
+    assert store.status("alice", 1e9)["enrolled"] is True
+    assert store.reset("alice") and store.view("alice", 1e9) is None

@@ -14,6 +14,8 @@ import pytest
 from pam_twofa import core, policy, schema, totp, trust
 from pam_twofa.accounts import Account
 from pam_twofa.clock import FixedClock, format_time
+from pam_twofa.login import CODE_PROMPT, Conversation, Decision, Request
+from pam_twofa.mail.notify import MailNotifier
 from pam_twofa.paths import Paths
 from pam_twofa.store import FileStore
 
@@ -32,7 +34,7 @@ def _policy(overrides: dict[str, Any]) -> policy.Policy:
     return policy.build(plain)
 
 
-class Script(core.Conversation):
+class Script(Conversation):
     """Answers prompts from a list; records prompts (with echo) and infos."""
 
     def __init__(self, answers: list[str | None]) -> None:
@@ -64,14 +66,14 @@ def login(store: FileStore, answers: list[str | None], now: float = NOW,
           trust_policy: dict[str, Any] | None = None,
           given: str | None = None,
           extra_policy: dict[str, Any] | None = None,
-          service: str = "sshd") -> tuple[core.Decision, Script]:
+          service: str = "sshd") -> tuple[Decision, Script]:
     pol = _policy({"trusted_devices": {"enabled": True, **(trust_policy or {})},
                    **(extra_policy or {})})
     account = Account(name="alice", uid=4242, gid=4242, home="/h", groups=frozenset())
     conv = Script(answers)
-    request = core.Request(user="alice", account=account, conversation=conv, service=service,
+    request = Request(user="alice", account=account, conversation=conv, service=service,
                            ssh_connection=conn, ssh_auth_info=auth_info, code=given)
-    return core.authenticate(request, pol, store, FixedClock(now)), conv
+    return core.authenticate(request, pol, store, FixedClock(now), MailNotifier(pol)), conv
 
 
 def step_code(now: float) -> str:
@@ -146,7 +148,7 @@ def test_bound_parts_must_all_match(tmp_path: Path) -> None:
     for conn, info in [(CONN1, other_key), ("127.0.0.2 1 127.0.0.1 22", KEY1), (CONN1, None)]:
         decision, conv = login(store, ["000000"], now=NOW + 60, conn=conn, auth_info=info)
         assert decision.reason == "bad-code", (conn, info)
-        assert conv.prompts[0][0] == core.CODE_PROMPT
+        assert conv.prompts[0][0] == CODE_PROMPT
 
 
 def test_expired_record_asks_for_the_code_and_gives_way(tmp_path: Path) -> None:
@@ -154,7 +156,7 @@ def test_expired_record_asks_for_the_code_and_gives_way(tmp_path: Path) -> None:
     login(store, [code(), "y"], trust_policy={"days": 1})
     after = NOW + DAY + 1
     decision, conv = login(store, [step_code(after), "y"], now=after, trust_policy={"days": 1})
-    assert decision.reason == "ok" and conv.prompts[0][0] == core.CODE_PROMPT
+    assert decision.reason == "ok" and conv.prompts[0][0] == CODE_PROMPT
     [record] = store.load("alice").devices  # type: ignore[union-attr]
     assert record["created"] == after  # replaced, no duplicate
 
@@ -166,7 +168,7 @@ def test_locked_user_not_let_in_by_trust(tmp_path: Path) -> None:
         st.locked_until = NOW + 100
     decision, conv = login(store, [code(1)], now=NOW + 1)
     assert decision.reason == "locked"
-    assert conv.prompts == [(core.CODE_PROMPT, False)]
+    assert conv.prompts == [(CODE_PROMPT, False)]
 
 
 def test_max_per_user_oldest_gives_way(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pam_twofa import lockout, policy, schema, validators  # noqa: E402
+from pam_twofa import policy, schema, validators, verify  # noqa: E402
 
 REFERENCE_FILE = Path("doc/policy.reference.yaml")
 MAN_FILE = Path("doc/man/pam-twofa-policy.5.scd")
@@ -172,7 +172,7 @@ def sections() -> list[tuple[str, dict[str, validators.Check]]]:
 
 
 def section_doc(name: str) -> str:
-    guesses = lockout.guesses_per_year(schema.defaults().lockout)
+    guesses = verify.guesses_per_year(schema.defaults().lockout)
     return SECTION_DOCS[name].format(guesses=guesses)
 
 

@@ -49,8 +49,9 @@ class Server(Record):
 
 
 def configured(smtp: SmtpPolicy) -> bool:
-    """Whether the policy names a server to send through (``SmtpPolicy.configured``)."""
-    return smtp.configured
+    """Whether the policy names a server to send through (``SmtpPolicy.sends``: the
+    login asks the policy, without this module)."""
+    return smtp.sends()
 
 
 def server(smtp: SmtpPolicy) -> Server:

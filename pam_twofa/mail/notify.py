@@ -7,15 +7,18 @@ happened, on which host, from which client address and when; never a secret, a
 code or a device token. Sending is best effort and bounded by
 ``smtp.timeout_seconds``: every function returns whether a mail went out and
 never raises, because a notification must not turn a login or an admin command
-into a failure.
+into a failure. ``MailNotifier`` puts them behind ``login.Notifier`` for the login.
 """
 
 from __future__ import annotations
 
-from pam_twofa.clock import format_time
+from pam_twofa.errors import TwofaError
+from pam_twofa.login import Notifier, format_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from pam_twofa.policy import Policy
 
 FOOTER = ("\nIf this was not you or someone you asked, contact your administrator "
@@ -116,3 +119,43 @@ def email_changed(policy: Policy, user: str, old_address: str, new_masked: str, 
         lines.append(f"Emergency codes by mail are paused until {format_time(held_until)}.")
     return _send(policy, True, old_address, "Your security email was changed",
                  [*lines, *_facts(user, None, now, remote=False)])
+
+
+def emergency_code(policy: Policy, user: str, address: str, code: str, *, minutes: int,
+                   client: str | None, now: float) -> None:
+    """Mail an emergency code (raises ``MailError``: the login says why it failed)."""
+    from pam_twofa.mail import mailer
+
+    body = (f"Your emergency verification code for {user}@{mailer.hostname()} is:\n\n"
+            f"    {code}\n\n"
+            f"It is valid for {minutes} minutes and can be used once.\n"
+            f"Requested from {client or 'a local login'} at {format_time(now)}.\n\n"
+            "If you did not ask for it, someone knows your password: change it and "
+            "tell your administrator.\n")
+    mailer.send(mailer.server(policy.smtp), address, "Your emergency verification code", body)
+
+
+class MailNotifier(Notifier):
+    """The production ``login.Notifier``: the functions above, by mail."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def notice(self, event: str, user: str, address: str, **facts: Any) -> bool:
+        send: Any = {"locked_out": locked_out, "suspended": suspended,
+                "device_trusted": device_trusted,
+                "emergency_code_used": emergency_code_used}[event]
+        return bool(send(self.policy, user, address, **facts))
+
+    def send_code(self, user: str, address: str, code: str, *, minutes: int,
+                  client: str | None, now: float) -> tuple[bool, str]:
+        from pam_twofa.mail import mailer
+
+        try:
+            emergency_code(self.policy, user, address, code, minutes=minutes, client=client,
+                           now=now)
+        except mailer.MailError as exc:
+            return False, exc.reason
+        except (TwofaError, OSError) as exc:  # never raises: a refusal with a reason
+            return False, getattr(exc, "reason", "mail-error")
+        return True, mailer.mask(address)

@@ -15,7 +15,7 @@ import grp
 import pwd
 from dataclasses import dataclass, field
 
-from pam_twofa import lockout
+from pam_twofa import verify
 from pam_twofa.errors import StateError
 
 TYPE_CHECKING = False
@@ -122,7 +122,7 @@ def standing(policy: Policy, state: UserState | None, now: float) -> dict[str, A
     row: dict[str, Any] = {"status": "", "grace_until": None, "locked_until": None,
                            "suspended": False, "last_login": None}
     if state is not None:
-        row["locked_until"] = lockout.locked_until(state, now)
+        row["locked_until"] = verify.locked_until(state, now)
         row["suspended"] = getattr(state, "suspended", None) is not None
         row["last_login"] = state.last_success
     e = policy.enrollment

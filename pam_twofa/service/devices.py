@@ -8,7 +8,6 @@ once: the next login from that device asks for the code.
 
 from __future__ import annotations
 
-from pam_twofa import trust
 from pam_twofa.errors import NotEnrolled, RequestError
 from pam_twofa.service.protocol import arg
 
@@ -27,11 +26,10 @@ def devices(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any
         raise RequestError("bad-request", f"devices: action must be one of {', '.join(ACTIONS)}")
     device_id = arg(args, "id", required=action == "revoke", max_len=64)
     if action == "list":
-        return {"devices": trust.listing(ctx.store.load(caller.name), ctx.clock.now())}
-    if ctx.store.load(caller.name) is None:
+        return {"devices": ctx.store.devices(caller.name, ctx.clock.now())}
+    removed = ctx.store.revoke_devices(caller.name, device_id if action == "revoke" else None)
+    if removed is None:
         raise NotEnrolled("you have no trusted devices")
-    with ctx.store.update(caller.name) as state:
-        removed = trust.revoke(state, device_id if action == "revoke" else None)
     if action == "revoke" and not removed:
         raise NotEnrolled(f"no trusted device {device_id}")
     ctx.audit(caller, "devices", "ok", action=action, devices=",".join(removed) or "-")

@@ -1,7 +1,8 @@
 """The enrollment service's own operations: status, begin, confirm, recovery-codes, disable.
 
-Each acts on the caller's record only (``caller.name``), under the store's lock,
-with the same replay rule and lockout as a login (``enrollment.check_code``).
+Each acts on the caller's record only (``caller.name``) through one store
+operation (one lock), with the same replay rule and lockout as a login
+(``verify.verify``, through ``enrollment.check_code``).
 The only secret ever returned is the caller's own new pending one, once, by
 ``begin``; recovery codes are returned once, when they are made.
 
@@ -20,7 +21,7 @@ they answer ``code-needed``, so a client asks for one only when it can help.
 
 from __future__ import annotations
 
-from pam_twofa import enrollment, recovery
+from pam_twofa import enrollment
 from pam_twofa.errors import CodeRefused, NotAllowed, NotEnrolled
 from pam_twofa.service.protocol import arg
 
@@ -74,19 +75,13 @@ def status(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]
 def begin(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     code = arg(args, "code", required=False, max_len=CODE_LEN)
     policy = ctx.policy
-    with ctx.store.update(caller.name) as st:
-        now = ctx.clock.now()
-        result = "new"
-        if st.enrolled:
-            result = "code-needed" if code is None else enrollment.check_code(
-                st, code, policy, now)
-        if result in ("new", "ok", "recovery"):
-            secret = enrollment.start_pending(st, policy, now)
-            expires = now + policy.enrollment.pending_ttl_seconds
+    now = ctx.clock.now()
+    result, secret = ctx.store.begin_enrollment(caller.name, code, policy, now)
+    expires = now + policy.enrollment.pending_ttl_seconds
     if result == "code-needed":
         raise CodeRefused("you are enrolled already: give a current code or a recovery code "
                           "to enroll again", "code-needed")
-    if result not in ("new", "ok", "recovery"):
+    if result not in ("new", "ok", "recovery") or secret is None:
         raise _refused(result)
     ctx.audit(caller, "begin", "ok", proof=result)
     tp = policy.totp
@@ -103,11 +98,8 @@ def begin(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
 def confirm(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     code = _code(args)
     policy = ctx.policy
-    with ctx.store.update(caller.name) as st:
-        summary = enrollment.to_revoke(st)  # a re-enrollment revokes these (activate)
-        result = enrollment.confirm_pending(st, code, policy, ctx.clock.now())
-        if result == "ok":
-            codes = recovery.replace(st)
+    result, codes, summary = ctx.store.confirm_enrollment(caller.name, code, policy,
+                                                          ctx.clock.now())
     if result != "ok":
         raise _refused(result)
     ctx.audit(caller, "confirm", "ok", devices_revoked=summary["devices_revoked"])
@@ -139,10 +131,7 @@ def _with_code(ctx: Context, caller: Caller, args: dict[str, Any],
 
 def recovery_codes(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     policy, code = _with_code(ctx, caller, args)
-    with ctx.store.update(caller.name) as st:
-        result = enrollment.check_code(st, code, policy, ctx.clock.now())
-        if result in ("ok", "recovery"):
-            codes = recovery.replace(st)
+    result, codes = ctx.store.new_recovery_codes(caller.name, code, policy, ctx.clock.now())
     if result not in ("ok", "recovery"):
         raise _refused(result)
     ctx.audit(caller, "recovery-codes", "ok", proof=result)
@@ -155,10 +144,7 @@ def disable(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any
             raise NotAllowed("the policy requires two-factor authentication for your account")
 
     policy, code = _with_code(ctx, caller, args, allowed)
-    with ctx.store.update(caller.name) as st:
-        result = enrollment.check_code(st, code, policy, ctx.clock.now())
-        if result in ("ok", "recovery"):
-            enrollment.deactivate(st)
+    result = ctx.store.disable(caller.name, code, policy, ctx.clock.now())
     if result not in ("ok", "recovery"):
         raise _refused(result)
     ctx.audit(caller, "disable", "ok", proof=result)

@@ -36,13 +36,9 @@ def recovery_codes(admin: Admin, user: str, as_json: bool) -> None:
 
 def regenerate(admin: Admin, user: str) -> list[str]:
     validate_user_name(user)
-    state = admin.store.load(user)
-    if state is None or not state.enrolled:
+    codes = admin.store.reset_recovery_codes(user)
+    if codes is None:
         raise NotEnrolled(f"{user} is not enrolled")
-    with admin.store.update(user) as st:
-        if not st.enrolled:
-            raise NotEnrolled(f"{user} is not enrolled")
-        codes = recovery.replace(st)
     admin.audit("recovery-codes", user)
     return codes
 
@@ -94,12 +90,11 @@ def import_file(admin: Admin, user: str, path: str, force: bool) -> dict[str, An
     parsed = googleauth.read(path, owner)  # everything is checked before anything is written
     policy = admin.policy
     info, warnings = googleauth.notes(parsed, policy)
-    with admin.store.update(user) as st:
-        if st.enrolled and not force:
-            raise UsageError(f"{user} is enrolled already; --force replaces the enrollment")
-        summary = enrollment.activate(st, parsed.secret, policy, admin.clock.now(), digits=6,
-                                      period=parsed.period, algorithm="SHA1")
-        recovery.replace(st, list(parsed.scratch_codes))
+    summary = admin.store.provision(user, parsed.secret, policy, admin.clock.now(),
+                                    list(parsed.scratch_codes), replace=force, digits=6,
+                                    period=parsed.period, algorithm="SHA1")
+    if summary is None:
+        raise UsageError(f"{user} is enrolled already; --force replaces the enrollment")
     admin.audit("import-google-authenticator", user, recovery_codes=len(parsed.scratch_codes),
                 devices_revoked=summary["devices_revoked"])
     return {"user": user, "period": parsed.period, "digits": 6, "algorithm": "SHA1",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import click
 
-from pam_twofa import trust
 from pam_twofa.cli.admin.context import PROG, Admin, pass_admin
 from pam_twofa.cli.common import print_json, run
 from pam_twofa.cli.show import print_devices
@@ -34,7 +33,7 @@ def trust_list(admin: Admin, user: str, as_json: bool) -> None:
 
     def body() -> None:
         validate_user_name(user)
-        rows = trust.listing(admin.store.load(user), admin.clock.now())
+        rows = admin.store.devices(user, admin.clock.now())
         if as_json:
             print_json(rows)
         else:
@@ -55,10 +54,9 @@ def trust_revoke(admin: Admin, user: str, device_id: str | None, revoke_all: boo
         validate_user_name(user)
         if (device_id is None) == (not revoke_all):
             raise UsageError("give a device ID or --all (not both)")
-        if admin.store.load(user) is None:
+        removed = admin.store.revoke_devices(user, None if revoke_all else device_id)
+        if removed is None:
             raise NotEnrolled(f"{user} has no 2FA state")
-        with admin.store.update(user) as state:
-            removed = trust.revoke(state, None if revoke_all else device_id)
         if not removed and not revoke_all:
             raise NotEnrolled(f"{user} has no trusted device {device_id}")
         admin.audit("trust-revoke", user, devices=",".join(removed) or "-")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pam_twofa import enrollment, lockout
+from pam_twofa import enrollment
 from pam_twofa.cli.admin.context import PROG, Admin, pass_admin
 from pam_twofa.cli.common import print_json, run, when
 from pam_twofa.errors import NotEnrolled
@@ -28,11 +28,9 @@ def enroll_user(admin: Admin, user: str, secret: str | None,
 
     secret = secret or totp.random_secret()
     policy = admin.policy
-    with admin.store.update(user) as state:
-        summary = enrollment.activate(state, secret, policy, admin.clock.now())
-        codes = recovery.replace(state) if make_codes else []
-        if not make_codes:
-            state.recovery_codes = []
+    codes = recovery.new_codes() if make_codes else []
+    summary = admin.store.provision(user, secret, policy, admin.clock.now(), codes)
+    assert summary is not None  # replace=True
     admin.audit("enroll", user, devices_revoked=summary["devices_revoked"],
                 recovery_codes=len(codes))
     return {"user": user, "account": enrollment.label(user, policy), "secret": secret,
@@ -131,7 +129,7 @@ def enroll(admin: Admin, user: str, secret: str | None, secret_file: str | None,
 
 def user_status(admin: Admin, user: str) -> dict[str, Any]:
     validate_user_name(user)
-    info = enrollment.status(admin.store.load(user), admin.clock.now())
+    info = admin.store.status(user, admin.clock.now())
     return {"user": user, **info}
 
 
@@ -188,7 +186,7 @@ def reset(admin: Admin, user: str) -> None:
         from pam_twofa.cli.admin.mail import email_of, notify_reset
 
         address = email_of(admin, user)  # read before the state goes, for the notice
-        if not admin.store.delete(user):
+        if not admin.store.reset(user):
             raise NotEnrolled(f"{user} has no 2FA state")
         admin.audit("reset", user)
         click.echo(f"{user}: 2FA reset; the user must enroll again.")
@@ -205,10 +203,8 @@ def unlock(admin: Admin, user: str) -> None:
 
     def body() -> None:
         validate_user_name(user)
-        if admin.store.load(user) is None:
+        if not admin.store.unlock(user):
             raise NotEnrolled(f"{user} has no 2FA state")
-        with admin.store.update(user) as state:
-            lockout.unlock(state)
         admin.audit("unlock", user)
         click.echo(f"{user}: unlocked.")
 
