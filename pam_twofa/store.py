@@ -2,24 +2,17 @@
 
 ``Store`` is what the login, the enrollment service and the admin use. Its
 operations take a user name and an answer and return verdicts: none hands out a
-secret or the whole state, so a second backend (a fleet's SQL database behind a
+secret or the whole state, so a second backend (the fleet's database behind a
 local daemon) keeps replay and lockout exact without secrets crossing its socket.
-Each operation that changes state is one locked read-modify-write; none talks to
-the client (the caller does, after it returns).
+Each change is one locked read-modify-write; none talks to the client. A login
+(see ``core``): ``view`` (one read, no lock), then at most one of
+``skip_trusted`` / ``check_code`` / the emergency steps, and ``add_trusted`` only
+when the user said yes to trust. The rules they run live in the feature modules
+(``verify``, ``trust.use``, ``emergency``, ``enrollment``), shared by backends.
 
-What a login does with them (see ``core``): ``view`` (one read, no lock), then
-at most one of ``skip_trusted`` / ``check_code`` / the emergency steps (one locked
-read-modify-write), and ``add_trusted`` only when the user said yes to trust.
-
-A backend implements every method below. The state-level rules they run live in
-the feature modules (``verify.verify``, ``trust.use``, ``emergency.reserve`` and
-``emergency.check_sealed``, ``enrollment``), so a second backend runs the same
-code on its own copy of the user's state, inside its own transaction.
-
-``FileStore`` keeps one JSON file per user under ``state_dir/users`` (0600 in
-0700 directories, root-owned), written atomically under a per-user flock; its
-``load``/``update``/``delete`` serve the admin and service paths that still work
-on a whole state (enrollment, e-mail, devices), never the login.
+``FileStore``: one JSON file per user under ``state_dir/users`` (0600 in 0700,
+root-owned), written atomically under a per-user flock; ``load``/``update``/
+``delete`` serve admin and service paths on a whole state, never the login.
 """
 
 from __future__ import annotations

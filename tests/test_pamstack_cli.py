@@ -6,15 +6,12 @@ tests/fixtures/pam.d holds byte-for-byte copies of a Debian 12 host's /etc/pam.d
 libpam-runtime 1.5.2 with libpam-cap's line in common-auth; sudo and sudo-i from sudo
 1.9.13p3): committed, because the machine's own files can be mid-change by other tests
 (su, sudo) and sudo need not be installed.
-The last test runs an enabled stack for real: pamtester under pam_wrapper.
+An enabled stack run for real (pamtester under pam_wrapper): test_pamstack_pam.py.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,9 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pam_twofa.hostconf import pamstack as ps
-from tests.harness.pamenv import ENTRY_MODULE, PAM_MATRIX, PAM_SET_ITEMS, REPO_ROOT, PamEnv
-from tests.harness.wait import wait_fresh_step
-from tests.pam_support import enroll, log_text, status, wrong_code
+from tests.harness.pamenv import ENTRY_MODULE, REPO_ROOT
 from tests.pamfiles_support import FIXTURES, PAM_PERMIT, Host
 
 SERVICES = ["sshd", "su", "sudo", "sudo-i", "login", "chsh", "chfn"]
@@ -296,74 +291,6 @@ def test_disable_all_is_all_or_nothing(host: Host) -> None:
     again = host.run("disable", "--all")
     assert again.returncode == 0 and "no service file" in again.stdout
     assert host.run("disable").returncode == 2
-
-
-# -------------------------------------------------------------------- a real PAM stack
-# What the guard does at the PAM level (authenticate: PAM_IGNORE, setcred: PAM_SUCCESS),
-# for this branch, where the real one (build/pam_twofa_guard.so) is not built yet.
-# pam_permit cannot stand in: its PAM_SUCCESS in authenticate would jump over the module.
-STAND_IN_GUARD = r"""
-#include <security/pam_modules.h>
-int pam_sm_authenticate(pam_handle_t *h, int f, int c, const char **v) { return PAM_IGNORE; }
-int pam_sm_setcred(pam_handle_t *h, int f, int c, const char **v) { return PAM_SUCCESS; }
-"""
-
-
-def guard_module(tmp: Path) -> Path:
-    built = REPO_ROOT / "build" / "pam_twofa_guard.so"
-    if built.exists():
-        return built
-    src, out = tmp / "guard.c", tmp / "pam_twofa_guard.so"
-    src.write_text(STAND_IN_GUARD)
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(out), str(src)], check=True)
-    return out
-
-
-def test_an_enabled_stack_asks_password_then_code_and_stops_at_a_wrong_password(
-        pam_env: PamEnv) -> None:
-    """pamtester under pam_wrapper on a service shaped like Debian's sshd: it
-    includes a common-auth (pam_matrix in pam_unix's place, then requisite pam_deny),
-    and `pam enable` adds the block with the guard (or its stand-in, above)."""
-    guard = guard_module(pam_env.root)
-    pam_env.add_user("alice", groups=["wheel"])
-    pam_env.service_raw("common-auth", [
-        f"auth [success=1 default=ignore] {PAM_MATRIX} passdb={pam_env.passdb}",
-        "auth requisite pam_deny.so",
-        "auth required pam_permit.so",
-    ], register=False)
-    pam_env.service_raw("svc", [
-        f"auth required {PAM_SET_ITEMS}",
-        # absolute: under pam_wrapper libpam resolves a relative include in /etc/pam.d
-        f"@include {pam_env.pam_dir}/common-auth",
-        "account required pam_permit.so",
-    ])
-    args = (f"policy={pam_env.policy} state_dir={pam_env.state_dir} "
-            f"log_socket={pam_env.log_socket}")
-    done = subprocess.run(
-        [sys.executable, "-m", "pam_twofa.cli.admin", "pam", "enable", "svc",
-         "--pam-dir", str(pam_env.pam_dir), "--module", str(ENTRY_MODULE),
-         "--guard", str(guard), "--module-args", args],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False)
-    assert done.returncode == 0 and "warning" not in done.stderr, done
-    secret = enroll(pam_env, "alice")
-    wait_fresh_step()
-
-    res = pam_env.pamtester("svc", "alice", ["secret", pam_env.oathtool(secret)])
-    assert res.rc == 0, res
-    assert "result=success" in log_text(res)
-    res = pam_env.pamtester("svc", "alice", ["secret", wrong_code(secret)])
-    assert res.rc != 0 and "reason=bad-code" in log_text(res), res
-    assert status(pam_env, "alice")["failures"] == 1
-    # a wrong password ends at requisite pam_deny: no code asked, nothing counted
-    res = pam_env.pamtester("svc", "alice", ["wrong", wrong_code(secret)])
-    assert res.rc != 0, res
-    assert not [x for x in res.log_lines if "pam_twofa(" in x], res
-    assert "Verification code" not in res.stdout + res.stderr
-    assert status(pam_env, "alice")["failures"] == 1
-    # setcred: the guard's success skips pam_python (no module run, no log line)
-    res = pam_env.pamtester("svc", "alice", [], op="setcred")
-    assert res.rc == 0 and not [x for x in res.log_lines if "pam_twofa(" in x], res
-    assert os.path.exists(pam_env.pam_dir / "svc.twofa-bak")
 
 
 def test_every_option_of_the_pam_commands_is_in_the_man_page() -> None:

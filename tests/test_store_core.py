@@ -17,13 +17,7 @@ import pytest
 
 from pam_twofa import fastjson
 from pam_twofa.clock import Clock
-from pam_twofa.errors import (
-    CorruptState,
-    InsecureState,
-    InvalidUserName,
-    LockTimeout,
-    StateError,
-)
+from pam_twofa.errors import CorruptState, InsecureState, InvalidUserName, LockTimeout, StateError
 from pam_twofa.paths import Paths
 from pam_twofa.state import SCHEMA_VERSION, UserState
 from pam_twofa.store import FileStore, validate_user_name
