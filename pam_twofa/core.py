@@ -72,8 +72,7 @@ def _decide(request: Request, policy: Policy, store: Store, clock: Clock,
     if policy.services or policy.exempt_networks:  # per-service rules: pam_twofa.scope
         from pam_twofa import scope
 
-        rules = scope.effective(policy, request.service,
-                                scope.client_of(request.ssh_connection, request.rhost))
+        rules = scope.effective(policy, request.service, request.client())
         if not rules.enabled:  # for everyone, before any question: no account enumeration
             return Decision(outcome=Outcome.IGNORE, reason="service-disabled")
         policy = rules.applied(policy)  # the service's mandatory and trust switch

@@ -195,6 +195,43 @@ class Conversation:
         """An error message to the user (suppressed under PAM_SILENT)."""
 
 
+def client_of(ssh_connection: str | None, rhost: str | None) -> str | None:
+    """The client's address as given: the first field of SSH_CONNECTION (which sshd
+    puts in the PAM environment: the peer of the TCP connection), else PAM_RHOST
+    (what the program says; under sshd with UseDNS it may be a name)."""
+    if ssh_connection:
+        return ssh_connection.split(" ", 1)[0]
+    return rhost
+
+
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def ip_address(text: str | None) -> tuple[str, int] | None:
+    """(canonical text, value in the IPv6 space) of an IP address, else None.
+
+    Strict (inet_pton): no DNS name, no shorthand like 10.1, no leading zeros, no
+    zone index. A v4-mapped IPv6 address is the IPv4 address (the text too).
+    """
+    if not text:
+        return None
+    import _socket
+
+    text = text.strip()
+    family = _socket.AF_INET6 if ":" in text else _socket.AF_INET
+    try:
+        packed = _socket.inet_pton(family, text)
+    except (OSError, ValueError):
+        return None
+    if family == _socket.AF_INET:
+        packed = _V4_MAPPED + packed
+    if packed[:12] == _V4_MAPPED:
+        shown = str(_socket.inet_ntop(_socket.AF_INET, packed[12:]))
+    else:
+        shown = str(_socket.inet_ntop(_socket.AF_INET6, packed))
+    return shown, int.from_bytes(packed, "big")
+
+
 class Request(Record):
     user: str
     account: Account | None  # None: NSS does not know the user
@@ -206,10 +243,8 @@ class Request(Record):
     code: str | None = None  # already given (single-prompt mode): do not ask
 
     def client(self) -> str | None:
-        """The client's address for notices: SSH_CONNECTION's first field, else PAM_RHOST."""
-        if self.ssh_connection:
-            return self.ssh_connection.split(" ", 1)[0]
-        return self.rhost
+        """The client's address as given (``client_of``): for notices and rules."""
+        return client_of(self.ssh_connection, self.rhost)
 
 
 class Notifier:

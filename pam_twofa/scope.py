@@ -16,14 +16,12 @@ that is not an IP address never matches: nothing is ever resolved.
 
 from __future__ import annotations
 
+from pam_twofa.login import ip_address
 from pam_twofa.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pam_twofa.policy import MandatoryPolicy, Network, Policy
-
-_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
-
 
 class Rules(Record):
     """The policy for one login's service and client."""
@@ -42,41 +40,6 @@ class Rules(Record):
         return policy.replace(mandatory=self.mandatory, trusted_devices=trust)
 
 
-def client_of(ssh_connection: str | None, rhost: str | None) -> str | None:
-    """The client's address as given: the first field of SSH_CONNECTION (which sshd
-    puts in the PAM environment: the peer of the TCP connection), else PAM_RHOST
-    (what the program says; under sshd with UseDNS it may be a name). The same
-    rule as ``trust.client_ip``."""
-    if ssh_connection:
-        return ssh_connection.split(" ", 1)[0]
-    return rhost
-
-
-def address(text: str | None) -> tuple[str, int] | None:
-    """(canonical text, value in the IPv6 space) of an IP address, else None.
-
-    Strict (inet_pton): no DNS name, no shorthand like 10.1, no leading zeros, no
-    zone index. A v4-mapped IPv6 address is the IPv4 address (the text too).
-    """
-    if not text:
-        return None
-    import _socket
-
-    text = text.strip()
-    family = _socket.AF_INET6 if ":" in text else _socket.AF_INET
-    try:
-        packed = _socket.inet_pton(family, text)
-    except (OSError, ValueError):
-        return None
-    if family == _socket.AF_INET:
-        packed = _V4_MAPPED + packed
-    if packed[:12] == _V4_MAPPED:
-        shown = str(_socket.inet_ntop(_socket.AF_INET, packed[12:]))
-    else:
-        shown = str(_socket.inet_ntop(_socket.AF_INET6, packed))
-    return shown, int.from_bytes(packed, "big")
-
-
 def exempt_network(value: int, networks: tuple[Network, ...]) -> str | None:
     """The first of ``networks`` holding the address ``value``, or None."""
     for text, net, prefix in networks:
@@ -87,7 +50,7 @@ def exempt_network(value: int, networks: tuple[Network, ...]) -> str | None:
 
 
 def effective(policy: Policy, service: str, client: str | None) -> Rules:
-    """The rules for a login on ``service`` from ``client`` (see ``client_of``)."""
+    """The rules for a login on ``service`` from ``client`` (``Request.client()``)."""
     rules = None
     for candidate in policy.services:
         if candidate.name == service:
@@ -105,7 +68,7 @@ def effective(policy: Policy, service: str, client: str | None) -> Rules:
                      trusted_devices=policy.trusted_devices.enabled if trust is None else trust)
     if not base.enabled or not networks:
         return base
-    found = address(client)
+    found = ip_address(client)
     if found is None:
         return base
     return base.replace(address=found[0], network=exempt_network(found[1], networks))

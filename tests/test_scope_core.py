@@ -1,5 +1,5 @@
 """Per-service rules and exempt networks (issue 15 items 1-2), pure: ``scope.effective``
-and ``scope.address`` table by table, then ``core.authenticate`` with a real FileStore
+and ``login.ip_address`` table by table, then ``core.authenticate`` with a real FileStore
 and a scripted conversation (the PAM side is test_scope_pam.py, sshd test_scope_ssh.py).
 """
 
@@ -14,6 +14,7 @@ import pytest
 from pam_twofa import core, scope
 from pam_twofa.accounts import Account
 from pam_twofa.clock import FixedClock
+from pam_twofa.login import client_of, ip_address
 from pam_twofa.paths import Paths
 from pam_twofa.store import FileStore
 from tests.core_support import NOW, SECRET, Script, code, make_policy
@@ -32,7 +33,7 @@ NETS = ["10.0.0.0/8", "192.0.2.128/25", "2001:db8:1::/48", "::ffff:198.51.100.0/
     ("::10.1.2.3", "::10.1.2.3"),  # v4-compatible (deprecated): an IPv6 address, not mapped
 ])
 def test_address_is_canonical(text: str, shown: str) -> None:
-    found = scope.address(text)
+    found = ip_address(text)
     assert found is not None and found[0] == shown
 
 
@@ -43,16 +44,16 @@ def test_address_is_canonical(text: str, shown: str) -> None:
 ])
 def test_not_an_address_never_matches(text: str | None) -> None:
     """Names are never resolved; shorthand and octal-looking forms are not addresses."""
-    assert scope.address(text) is None
+    assert ip_address(text) is None
     policy = make_policy({"exempt_networks": ["0.0.0.0/1", "128.0.0.0/1", "2000::/3"]})
     assert scope.effective(policy, "sshd", text).network is None
 
 
 def test_client_is_ssh_connection_first_field_else_rhost() -> None:
-    assert scope.client_of("10.9.8.7 50000 10.0.0.1 22", "name.example") == "10.9.8.7"
-    assert scope.client_of(None, "192.0.2.1") == "192.0.2.1"
-    assert scope.client_of("", "192.0.2.1") == "192.0.2.1"
-    assert scope.client_of(None, None) is None
+    assert client_of("10.9.8.7 50000 10.0.0.1 22", "name.example") == "10.9.8.7"
+    assert client_of(None, "192.0.2.1") == "192.0.2.1"
+    assert client_of("", "192.0.2.1") == "192.0.2.1"
+    assert client_of(None, None) is None
 
 
 # ------------------------------------------------------------------ effective
@@ -355,7 +356,7 @@ def test_matching_agrees_with_ipaddress() -> None:
             compiled = network(net)
         except Invalid:  # /0-like and the v4-holding v6 networks are refused at load
             return
-        found = scope.address(ip)
+        found = ip_address(ip)
         assert found is not None
         assert (scope.exempt_network(found[1], (compiled,)) is not None) == _oracle(ip, net), (
             ip, net)
