@@ -33,7 +33,9 @@ def main(policy: str, socket_path: str | None, cache: str) -> None:
         from pam_twofa import policyfile
         from pam_twofa.fleet import daemon
 
-        pol = policyfile.load(Paths(policy=policy, policy_explicit=True))
+        # read once at start, strictly; no compiled cache (that is the module's, in its
+        # state dir, which a daemon started from a test or by hand must not write to)
+        pol = policyfile.load(Paths(policy=policy, policy_explicit=True), use_cache=False)
         pg = pol.store.postgresql
         if pol.store.backend != "postgresql" or not pg.dsn:
             raise PolicyError("store.backend is not postgresql (or store.postgresql.dsn is "
