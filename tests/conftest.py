@@ -16,6 +16,7 @@ import mode the repo root goes first on sys.path and tests import the harness as
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -74,6 +75,23 @@ def _remove_run_dir(config: pytest.Config, run: Path) -> None:
 def pytest_report_header(config: pytest.Config) -> str | None:
     run = config.stash.get(RUN_DIR, None)
     return None if run is None else f"pam-twofa run dir: {run}"
+
+
+SYSTEM_STATE_DIR = Path("/var/lib/pam-twofa")  # the package's: no test may write there
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_trace_in_the_system_state_dir() -> Iterator[None]:
+    """Every test keeps its state in its own temp dir: a program started with a default
+    path (the module, a daemon, a CLI) would write to the system's, where another run's
+    test_deb checks that purge leaves nothing. Ends the run with an error if it did."""
+    before = SYSTEM_STATE_DIR.exists()
+    yield
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Abbrev}", "libpam-twofa"],
+                               capture_output=True, text=True, check=False).stdout
+    if not before and SYSTEM_STATE_DIR.exists() and not installed.startswith("ii"):
+        raise AssertionError(f"a test wrote to {SYSTEM_STATE_DIR}: "
+                             f"{sorted(str(p) for p in SYSTEM_STATE_DIR.rglob('*'))}")
 
 
 @pytest.fixture(scope="session")
