@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from pam_twofa.verify import Verdict
 
 SLACK = 0.25  # what the client waits beyond the daemon's own deadline
+MAX_ANSWER = 1024  # what twofa-fleetd passes on (its "a" arguments)
 
 
 class FleetStore(Store):
@@ -95,7 +96,9 @@ class FleetStore(Store):
                    binding: Binding | None = None) -> Verdict:
         from pam_twofa.verify import Verdict
 
-        got = self._ask("check_code", user, answer, enrolled=True)  # the view said so
+        # No code is that long: a longer answer (the daemon takes 1,024 characters) is
+        # a wrong answer, counted, never a refused request.
+        got = self._ask("check_code", user, answer[:MAX_ANSWER], enrolled=True)
         result = got.get("result")
         if result == "ok":
             verdict = Verdict("ok")

@@ -102,6 +102,17 @@ def test_enroll_once_log_in_on_two_hosts_replay_and_lockout_fleet_wide(
     assert out.rc == 0 and "reason=not-enrolled" in log_text(out), out
 
 
+def test_hostile_answers_are_wrong_codes_counted(fleet_db: FleetDb,
+                                                 hosts: list[Host]) -> None:
+    secret = fleet_db.enroll("alice")
+    for i, answer in enumerate(("9" * 5000, "\u0661\u0662\u0663\u0664\u0665\u0666",
+                                "12345\u00e9"), start=1):
+        res = hosts[0].login("alice", answer)
+        assert res.rc != 0 and log_text(res).endswith(f"reason=bad-code failures={i}"), res
+    assert fleet_db.row("alice")["failures"] == 3
+    assert code_now(secret)  # the secret stays usable (not locked: 3 < 5)
+
+
 def test_grace_and_required_users_through_the_fleet(fleet_db: FleetDb,
                                                     hosts: list[Host]) -> None:
     res = hosts[0].login("carol", None)  # required, not enrolled: grace starts fleet-wide
