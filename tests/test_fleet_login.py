@@ -22,6 +22,7 @@ from tests.fleet_support import (
     daemons,
     fleet_db,
     fleet_template,
+    hung_server,
     start,
 )
 from tests.harness.pamenv import PamEnv, Result
@@ -29,7 +30,7 @@ from tests.harness.procs import private_tmp_cmd
 from tests.harness.wait import wait_fresh_step
 from tests.pam_support import log_text, login, output, wrong_code
 
-__all__ = ["daemons", "fleet_db", "fleet_template"]
+__all__ = ["daemons", "fleet_db", "fleet_template", "hung_server"]
 
 OFFLINE = "the fleet database cannot be reached"
 
@@ -166,6 +167,28 @@ def test_database_stopped_refuses_in_time_only_whom_it_must(
         assert res.rc != 0 and log_text(res).endswith(
             "result=refused reason=offline enrolled=unknown"), res
     hosts[0].daemon = None
+
+
+def test_a_server_that_never_answers_refuses_in_time(
+        fleet_db: FleetDb, hosts: list[Host], hung_server: int, tmp_path: Path,
+        daemons: list[Daemon]) -> None:
+    """The database accepts TCP and never says a word: the daemon (its enrolled list
+    from a run against the real database) answers offline, the login decides in time."""
+    fleet_db.enroll("alice")
+    cache = tmp_path / "host1" / "enrolled.json"
+    assert hosts[0].login("alice", "").rc != 0  # the daemon saw alice enrolled
+    assert "alice" in cache.read_text()
+    d = start(daemons, tmp_path, "hung", f"host=127.0.0.1 port={hung_server} user=host1 "
+                                         "dbname=postgres sslmode=disable", cache)
+    hosts[0].env.write_policy(policy(d.socket))
+    for user, refused, enrolled in (("alice", True, "yes"), ("bob", False, "no"),
+                                    ("carol", True, "no")):
+        started = time.monotonic()
+        res = hosts[0].env.pamtester("svc", user, ["secret"])
+        assert time.monotonic() - started < TIMEOUT + 0.5, res
+        assert (res.rc != 0) is refused, res
+        assert log_text(res).endswith(
+            f"result={'refused' if refused else 'ignored'} reason=offline enrolled={enrolled}")
 
 
 def test_failmode_safe_argument_refused_with_the_fleet(hosts: list[Host]) -> None:
