@@ -43,19 +43,8 @@ if TYPE_CHECKING:
     from pam_twofa.trust import Binding
     from pam_twofa.verify import Verdict
 
-__all__ = ["MAX_NAME_BYTES", "FileStore", "LoginView", "Store", "open_store",
-           "validate_user_name"]
+__all__ = ["MAX_NAME_BYTES", "FileStore", "LoginView", "Store", "validate_user_name"]
 
-
-def open_store(policy: Policy, paths: Paths, clock: Clock) -> Store:
-    """The store ``store.backend`` names: this host's files, or the fleet database
-    through the host's ``twofa-fleetd`` (``fleetstore``: no database driver loads)."""
-    if policy.store.backend == "postgresql":
-        from pam_twofa.fleetstore import FleetStore
-
-        pg = policy.store.postgresql
-        return FleetStore(pg.socket, pg.timeout_seconds)
-    return FileStore(paths, clock)
 
 
 class Store:

@@ -34,15 +34,24 @@ class Admin:
 
     @property
     def store(self) -> Store:
-        """Where the commands act: this host's files, or with ``store.backend:
-        postgresql`` the fleet database through ``store.postgresql.admin_dsn``."""
+        """Where the commands act: where logins do (the policy in force, the last
+        valid one while the file has an error): this host's files, or with
+        ``store.backend: postgresql`` the fleet database through
+        ``store.postgresql.admin_dsn``."""
         if self._store is None:
+            from pam_twofa import policyfile
+            from pam_twofa.errors import PolicyError
+
             self._store = self.files
-            if self.policy.store.backend == "postgresql":
+            try:
+                in_force = policyfile.load_in_force(self.paths).policy
+            except PolicyError:  # no valid policy ever: logins fail, the files are all
+                return self._store
+            if in_force.store.backend == "postgresql":
                 from pam_twofa.errors import UsageError
                 from pam_twofa.fleet.adminstore import FleetAdminStore
 
-                dsn = self.policy.store.postgresql.admin_dsn
+                dsn = in_force.store.postgresql.admin_dsn
                 if not dsn:
                     raise UsageError("store.backend is postgresql: set store.postgresql."
                                      "admin_dsn (a twofa_admin role) in the policy")
