@@ -267,3 +267,18 @@ def test_64_concurrent_logins_across_8_hosts(fleet_db: FleetDb, eight: list[Host
     wins, lines = storm(eight, [("alice", wrong_code(secret))] * 64)
     assert wins == 0 and reasons(lines) == ["bad-code"] * 64
     assert fleet_db.row("alice")["failures"] == 64
+
+
+def test_inline_enrollment_with_the_fleet_is_a_policy_error(tmp_path: Path) -> None:
+    """Inline enrollment shows a secret before the code: with the fleet (which cannot
+    take it yet) the policy refuses it rather than a login showing and then failing."""
+    from pam_twofa import policyfile
+    from pam_twofa.errors import PolicyError
+    from pam_twofa.paths import Paths
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy("/run/x.sock", "enrollment:\n  mode: inline\n"))
+    path.chmod(0o600)
+    with pytest.raises(PolicyError, match="inline is not available"):
+        policyfile.load(Paths(policy=str(path), policy_explicit=True,
+                              state_dir=str(tmp_path / "state")))
