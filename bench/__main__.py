@@ -3,7 +3,8 @@
 Sections (``--only`` picks some): pam (PAM transaction timings), ssh (SSH logins),
 scale (store and policy size), conc (64 concurrent logins), guard (pam_python with and
 without pam_twofa_guard.so; authenticate vs setcred), rollout (twofa-admin report over
-1,000 users and doctor). Ratios are computed
+1,000 users and doctor), fleet (a TOTP login on the fleet store, PostgreSQL through
+twofa-fleetd, vs the file store). Ratios are computed
 within one run from interleaved measurements; targets are checked and printed, and
 the exit status is 0 whatever they say (a bench reports, the tests decide).
 """
@@ -16,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from bench import concurrency, guardrun, pamrun, report, rollout, scale, sshrun
+from bench import concurrency, fleet, guardrun, pamrun, report, rollout, scale, sshrun
 from bench.world import World, ensure_pyc, median, percentile
 
 FLOOR = "floor (bare pam_python)"
@@ -92,6 +93,7 @@ def verdicts(result: dict[str, Any]) -> list[str]:
             ok = row["median_ms"] < rollout.TARGET_S * 1000
             out.append(f"twofa-admin {row['name']}: {row['median_ms']} ms (target < "
                        f"{rollout.TARGET_S:g} s): {'met' if ok else 'NOT met'}")
+    out += fleet.verdict(result.get("fleet", []))
     for row in result.get("concurrency", []):
         if not row["module"].startswith("floor"):
             out.append(f"concurrency {row['case']}, {row['module']}: "
@@ -104,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=30, help="timed runs per contender (>= 30)")
     parser.add_argument("--ssh-n", type=int, default=30, help="timed SSH logins per pair")
     parser.add_argument("--rounds", type=int, default=3, help="concurrency bursts per case")
-    parser.add_argument("--only", default="pam,ssh,conc,guard,rollout", help="sections: "
-                        "pam,ssh,conc,guard,rollout (pam includes scale)")
+    parser.add_argument("--only", default="pam,ssh,conc,guard,rollout,fleet",
+                        help="sections: pam,ssh,conc,guard,rollout,fleet (pam includes scale)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench: run as root (pam_wrapper, mount namespaces, GA's file owner)")
@@ -147,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         print(report.table("twofa-admin report and doctor (fresh process per run)",
                            result["rollout"], ["name", "n", "median_ms", "p90_ms"]),
               end="\n\n")
+    if "fleet" in only:
+        result["fleet"] = fleet.run(args.n)
+        print(report.table("Fleet store vs file store (pamtester, TOTP login; twofa-fleetd "
+                           "to PostgreSQL on a Unix socket)", result["fleet"],
+                           ["name", "n", "median_ms", "p90_ms", "ratio_to_file",
+                            "cpu_median_ms", "cpu_ratio"]), end="\n\n")
     result["load_at_end"] = round(os.getloadavg()[0], 2)
     result["verdicts"] = verdicts(result)
     print("\n".join(result["verdicts"]))

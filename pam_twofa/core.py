@@ -12,11 +12,12 @@ answer needs them); features import the login types from ``login``, never core.
 
 from __future__ import annotations
 
-from pam_twofa.errors import InvalidUserName, LockTimeout
+from pam_twofa.errors import FleetUnavailable, InvalidUserName, LockTimeout
 from pam_twofa.login import (
     CODE_PROMPT,
     MSG_BUSY,
     MSG_CLOCK,
+    MSG_OFFLINE,
     MSG_SUSPENDED,
     MSG_WRONG,
     ClockHint,
@@ -82,9 +83,36 @@ def _decide(request: Request, policy: Policy, store: Store, clock: Clock,
         _ask_code(request)  # the same conversation as for a real user
         conv.error(MSG_WRONG)
         return Decision(outcome=Outcome.REFUSE, reason="bad-user-name")
+    try:
+        if rules is not None and rules.network is not None:
+            return _exempt(request, rules.address, rules.network, store, clock)
+        return _known(request, policy, store, clock, notifier, hint)
+    except FleetUnavailable as exc:  # the fleet database did not answer in time
+        return _offline(request, policy, exc.enrolled)
+
+
+def _offline(request: Request, policy: Policy, enrolled: bool | None) -> Decision:
+    """The fleet store's offline rule: a user the policy requires, or whom the
+    daemon knows enrolled, is refused; only a user the policy does not cover and
+    whom the daemon positively says is not enrolled logs in with the password.
+    ``enrolled`` None (the daemon itself did not answer, or has no list yet) is a
+    refusal too: whoever can make the daemon unreachable must not skip anyone's
+    second factor. (With the file store this never happens.)"""
     account = request.account
-    if rules is not None and rules.network is not None:
-        return _exempt(request, rules.address, rules.network, store, clock)
+    required = account is not None and policy.mandatory.requires(
+        account.name, account.uid, account.groups)
+    fields = (("enrolled", "unknown" if enrolled is None else "yes" if enrolled else "no"),)
+    if enrolled is False and not required:
+        return Decision(outcome=Outcome.IGNORE, reason="offline", fields=fields)
+    request.conversation.error(MSG_OFFLINE)
+    return Decision(outcome=Outcome.REFUSE, reason="offline", fields=fields)
+
+
+def _known(request: Request, policy: Policy, store: Store, clock: Clock,
+           notifier: Notifier, hint: ClockHint) -> Decision:
+    """A valid user name, outside exempt networks: ask (or not) and decide."""
+    conv = request.conversation
+    account = request.account
     if account is None:
         _ask_code(request)  # no account enumeration through the prompt
         conv.error(MSG_WRONG)

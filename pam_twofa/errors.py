@@ -222,10 +222,17 @@ class FleetError(TwofaError):
 
 
 class FleetUnavailable(FleetError):
-    """The fleet database or the host's ``twofa-fleetd`` cannot be reached in time."""
+    """The fleet database or the host's ``twofa-fleetd`` cannot be reached in time.
+
+    ``enrolled``: what the daemon's list says of the user (None: nobody knows, e.g.
+    the daemon itself did not answer); the login's offline rule needs it."""
 
     reason = "offline"
     exit_name = "STATE"
+
+    def __init__(self, message: str, enrolled: bool | None = None) -> None:
+        super().__init__(message)
+        self.enrolled = enrolled
 
 
 class FleetConflict(FleetError):

@@ -34,6 +34,8 @@ MSG_SUSPENDED = ("Two-factor authentication is suspended for your account after 
                  "wrong codes; ask your administrator to unlock it.")
 MSG_BUSY = "Another login to your account is in progress; try again in a moment."
 MSG_CLOCK = "The server clock may be off; tell your administrator."
+MSG_OFFLINE = ("Two-factor authentication is unavailable: the fleet database cannot be "
+               "reached. Try again later or contact your administrator.")
 
 class Clock:
     """The source of "now" (seconds since the epoch, UTC): the core never reads the

@@ -26,6 +26,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from pam_twofa.login import Clock
+    from pam_twofa.policy import Policy
+    from pam_twofa.store import Store
+
     PamHandle = Any
 
 FLAGS = ("debug", "require_publickey")
@@ -171,6 +175,24 @@ def has_publickey(auth_info: str | None) -> bool:
     return any(line.split(" ", 1)[0] == "publickey" for line in (auth_info or "").split("\n"))
 
 
+def open_store(policy: Policy, options: Options, login: _Login, clock: Clock) -> Store:
+    """The store ``store.backend`` names: this host's files, or the fleet database
+    through the host's ``twofa-fleetd`` (``fleetstore``: no database driver loads).
+    ``failmode=safe`` as an argument is refused with the fleet, as the policy refuses
+    it (an unreachable database must never let everyone in): a bad argument, failed
+    as ``secure``, never PAM_IGNORE."""
+    if policy.store.backend != "postgresql":
+        from pam_twofa.store import FileStore
+
+        return FileStore(options.paths, clock)
+    if options.failmode == "safe":
+        login.failmode = "secure"
+        raise UsageError("failmode=safe is not allowed with store.backend: postgresql")
+    from pam_twofa.fleetstore import FleetStore
+
+    return FleetStore(policy.store.postgresql.socket, policy.store.postgresql.timeout_seconds)
+
+
 def authenticate(pamh: PamHandle, flags: int, argv: list[str]) -> int:
     """``pam_sm_authenticate``: run the core, log once, map to a PAM code."""
     login = _Login(pamh, flags)
@@ -242,12 +264,13 @@ class _Login:
     def _decide(self, options: Options, unprivileged: bool) -> int:
         from pam_twofa import core, policyfile
         from pam_twofa.login import Clock, Outcome, Request, lookup
-        from pam_twofa.store import FileStore
 
         pamh = self.pamh
         assert self.user is not None
         loaded = policyfile.load_in_force(options.paths)
         policy = loaded.policy
+        clock = Clock()
+        store = open_store(policy, options, self, clock)  # failmode=safe: refused for a fleet
         self.failmode = options.failmode or policy.failmode
         if loaded.error is not None:  # a broken file: the last valid policy decides
             self.sink.log(log.ERR, "error: " + log.clean(loaded.error), user=self.user,
@@ -260,8 +283,6 @@ class _Login:
         self.sink.log(log.DEBUG, "", user=self.user, policy=options.paths.policy,
                       state_dir=options.paths.state_dir, scope=policy.mandatory.scope,
                       failmode=self.failmode, single_prompt=options.single_prompt)
-        clock = Clock()
-        store = FileStore(options.paths, clock)
         code = None
         if options.single_prompt == "verify":  # the code the "ask" line kept
             from pam_twofa import single
@@ -299,12 +320,12 @@ class _Login:
 
     def _single_prompt_ask(self, options: Options) -> int:
         """Ask once, hand the password on, keep the code for the verify line."""
-        from pam_twofa import single
+        from pam_twofa import policyfile, single
         from pam_twofa.login import Clock
-        from pam_twofa.store import FileStore
 
         assert self.user is not None
-        store = FileStore(options.paths, Clock())
+        policy = policyfile.load_in_force(options.paths).policy
+        store = open_store(policy, options, self, Clock())
         if not single.ask(self.pamh, self.conv, store, self.user):
             return self._refuse("no-answer")
         self.sink.log(log.DEBUG, "", user=self.user, single_prompt="ask")

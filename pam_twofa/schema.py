@@ -217,6 +217,9 @@ def _cross_checks(plain: dict[str, Any]) -> Iterable[tuple[str, str, str]]:
         if plain["failmode"] == "safe":
             yield ("store", "backend", "postgresql is not allowed with failmode: safe (an "
                    "unreachable database must never let everyone in)")
+        if plain["enrollment"]["mode"] == "inline":
+            yield ("enrollment", "mode", "inline is not available with store.backend: "
+                   "postgresql yet (enroll with twofa-admin fleet import)")
         if pg["offline"] != "deny":
             yield "store", "postgresql", "offline: recovery-codes is not available yet"
         if not (pg["socket"] or "").startswith("/"):

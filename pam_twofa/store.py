@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_NAME_BYTES", "FileStore", "LoginView", "Store", "validate_user_name"]
 
 
+
 class Store:
     """Per-user state as operations: read without a lock, change under a per-user lock.
 

@@ -173,14 +173,15 @@ def offer(request: Request, user: str, binding: Binding, policy: Policy, store: 
     answer = request.conversation.ask(TRUST_PROMPT.format(days=days), echo=True)
     if answer is None or answer.strip().lower() not in YES:
         return ()
-    from pam_twofa.errors import LockTimeout
+    from pam_twofa.errors import FleetUnavailable, LockTimeout
 
     try:
         added = store.add_trusted(user, binding, policy, clock.now())
-    except LockTimeout:  # the code was proven: the login stands, the device is not trusted
+    except (LockTimeout, FleetUnavailable) as exc:  # the code was proven: the login
+        # stands, the device is not trusted
         request.conversation.error("This device could not be trusted now; "
                                    "try again at your next login.")
-        return (("trusted_device", "lock-timeout"),)
+        return (("trusted_device", exc.reason),)
     if added is None:  # reset meanwhile
         return ()
     record, email = added

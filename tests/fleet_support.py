@@ -8,7 +8,9 @@ test's ``fleet_db`` is a fresh copy (~0.3 s) with its own server.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,7 +128,7 @@ def check(db: FleetDb, conn: Any, user: str, answer: str) -> dict[str, Any]:
 class Daemon:
     """``twofa-fleetd`` for one host; ``ask`` is the login's client call."""
 
-    def __init__(self, tmp: Path, name: str, dsn: str) -> None:
+    def __init__(self, tmp: Path, name: str, dsn: str, cache: Path | None = None) -> None:
         self.dir = tmp / name
         self.dir.mkdir(mode=0o700)
         self.socket = str(self.dir / "fleetd.sock")
@@ -137,7 +139,7 @@ class Daemon:
         self.log = open(self.dir / "log", "w+")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             ["/usr/bin/python3", "-m", "pam_twofa.cli.fleetd", "--policy", str(policy),
-             "--socket", self.socket, "--cache", str(self.dir / "enrolled.json")],
+             "--socket", self.socket, "--cache", str(cache or self.dir / "enrolled.json")],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while not self.serving():
@@ -171,8 +173,37 @@ def daemons() -> Iterator[list[Daemon]]:
         d.stop()
 
 
-def start(daemons: list[Daemon], tmp: Path, name: str, dsn: str) -> Daemon:
-    """``twofa-fleetd`` as host ``name`` (a dir of its own under ``tmp``) on ``dsn``."""
-    d = Daemon(tmp, name, dsn)
+def start(daemons: list[Daemon], tmp: Path, name: str, dsn: str,
+          cache: Path | None = None) -> Daemon:
+    """``twofa-fleetd`` as host ``name`` (a dir of its own under ``tmp``) on ``dsn``
+    (``cache``: its enrolled list, by default in its dir)."""
+    d = Daemon(tmp, name, dsn, cache)
     daemons.append(d)
     return d
+
+
+@pytest.fixture
+def hung_server() -> Iterator[int]:
+    """A TCP server that accepts and never says a word."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except TimeoutError:
+                continue
+
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+    yield int(srv.getsockname()[1])
+    stop.set()
+    th.join(2)
+    for s in held:
+        s.close()
+    srv.close()

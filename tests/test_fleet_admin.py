@@ -130,3 +130,51 @@ def test_import_1000_file_store_users_then_the_fleet_accepts_their_codes(
     assert forced.returncode == 0 and "replaced: 1" in forced.stdout
     print(f"fleet import of 1001 users: {took:.2f} s")  # shown with -s
 
+
+
+def fleet_policy(tmp: Path, db: FleetDb) -> None:
+    policy = tmp / "policy.yaml"
+    policy.write_text("store:\n  backend: postgresql\n  postgresql:\n"
+                      f"    dsn: \"{db.server.dsn('host1')}\"\n"
+                      f"    admin_dsn: \"{db.server.dsn('fleetadmin')}\"\n")
+    policy.chmod(0o600)
+
+
+def test_status_unlock_reset_act_on_the_fleet(fleet_db: FleetDb, tmp_path: Path) -> None:
+    """With store.backend: postgresql, twofa-admin status/unlock/reset work on the
+    fleet database (admin_dsn), not on this host's (empty) state directory."""
+    fleet_policy(tmp_path, fleet_db)
+    fleet_db.enroll("alice")
+    h1 = fleet_db.connect("host1")
+    for _ in range(5):
+        check(fleet_db, h1, "alice", "000000")
+    status = admin(tmp_path, "status", "alice", "--json")
+    assert status.returncode == 0, status.stderr
+    row = json.loads(status.stdout)
+    assert row["enrolled"] is True and row["failures"] == 5 and row["locked"] is True
+    listing = admin(tmp_path, "status")
+    assert listing.returncode == 0 and "alice" in listing.stdout, listing.stderr
+    unlocked = admin(tmp_path, "unlock", "alice")
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert fleet_db.row("alice")["failures"] == 0
+    assert fleet_db.row("alice")["locked_until"] == 0
+    assert admin(tmp_path, "reset", "alice").returncode == 0
+    assert json.loads(admin(tmp_path, "status", "alice", "--json").stdout)["enrolled"] is False
+    assert admin(tmp_path, "unlock", "alice").returncode != 0  # nothing left to unlock
+    no_yet = admin(tmp_path, "recovery-codes", "alice")
+    assert no_yet.returncode != 0 and "not available with the fleet store" in no_yet.stderr
+    assert not (tmp_path / "state" / "users" / "alice.json").exists()
+
+
+def test_fleet_import_reads_this_hosts_files_with_the_fleet_policy(
+        fleet_db: FleetDb, tmp_path: Path) -> None:
+    """README order: switch the policy, then import: the import still reads the files."""
+    fleet_policy(tmp_path, fleet_db)
+    store = FileStore(Paths(state_dir=str(tmp_path / "state")), Clock())
+    secret = totp.random_secret()
+    with store.update("bob") as st:
+        st.enrolled, st.secret = True, secret
+    res = admin(tmp_path, "fleet", "import", "--dsn", fleet_db.server.dsn("fleetadmin"))
+    assert res.returncode == 0, res.stderr
+    assert check(fleet_db, fleet_db.connect("host1"), "bob",
+                 totp.totp(totp.b32decode(secret), time.time()))["result"] == "ok"

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,13 @@ from tests.fleet_support import (
     daemons,
     fleet_db,
     fleet_template,
+    hung_server,
     start,
 )
 from tests.harness import rundir
 from tests.harness.pgserver import PgServer, free_port
 
-__all__ = ["daemons", "fleet_db", "fleet_template"]
+__all__ = ["daemons", "fleet_db", "fleet_template", "hung_server"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -124,33 +124,6 @@ def test_a_database_restart_between_logins_costs_no_offline_answer(
     fleet_db.server.start()  # the daemon's connection is dead; its health check is 5 s off
     assert d1.check("ella", code_now(secret))["result"] == "ok"
     assert "offline" not in d1.output()
-
-
-@pytest.fixture
-def hung_server() -> Iterator[int]:
-    """A TCP server that accepts and never says a word."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(srv.accept()[0])
-            except TimeoutError:
-                continue
-
-    th = threading.Thread(target=accept, daemon=True)
-    th.start()
-    yield int(srv.getsockname()[1])
-    stop.set()
-    th.join(2)
-    for s in held:
-        s.close()
-    srv.close()
 
 
 def test_a_server_that_never_answers_gives_offline_in_time(

@@ -15,10 +15,13 @@ import time
 from pathlib import Path
 
 from pam_twofa.paths import Paths
+from tests.fleet_support import Daemon, FleetDb, daemons, fleet_db, fleet_template, start
 from tests.harness.pamenv import ENTRY_MODULE, PAM_MATRIX, PAM_SET_ITEMS, PamEnv, oathtool
 from tests.harness.syslock import system_lock
 from tests.harness.wait import wait_fresh_step
 from tests.pam_support import enroll
+
+__all__ = ["daemons", "fleet_db", "fleet_template"]
 
 PROBE = Path(__file__).resolve().parent / "harness" / "import_probe.py"
 LOGIN_MODULES = {
@@ -118,3 +121,25 @@ def test_trusted_devices_login_adds_only_trust(tw: PamEnv) -> None:
     names = set(out.read_text().split())
     assert names - ALLOWED_OTHERS == LOGIN_MODULES | {"pam_twofa.trust"}, sorted(names)
     assert len(LOGIN_MODULES | {"pam_twofa.trust"}) == 17
+
+
+def test_fleet_login_loads_no_database_driver(tw: PamEnv, fleet_db: FleetDb,
+                                               daemons: list[Daemon]) -> None:
+    """A TOTP login on the fleet store (``store.backend: postgresql``): the login path
+    plus ``fleetstore`` and ``fleetclient``; no psycopg2, ssl, socket or json (one
+    JSON line over ``_socket`` to twofa-fleetd), nothing of ``pam_twofa.fleet``."""
+    out = _probe(tw)
+    d = start(daemons, tw.root, "fleetd", fleet_db.server.dsn("host1"))
+    tw.write_policy("mandatory: {scope: admins}\nstore:\n  backend: postgresql\n"
+                    "  postgresql:\n    dsn: \"dbname=twofa\"\n"
+                    f"    socket: {d.socket}\n")
+    secret = fleet_db.enroll("alice")
+    assert tw.admin("policy", "check").returncode == 0  # compiles the policy cache
+    wait_fresh_step()
+    for at in (time.time(), time.time() + 30):  # the second: the cache, as every login
+        res = tw.pamtester("probe", "alice", ["secret", oathtool(secret, at=int(at))])
+        assert res.rc == 0 and "reason=ok" in "".join(res.log_lines), res
+    names = set(out.read_text().split())
+    fleet = {"pam_twofa.fleetstore", "pam_twofa.fleetclient"}
+    assert names - ALLOWED_OTHERS == LOGIN_MODULES | fleet, sorted(names ^ LOGIN_MODULES)
+    assert not names & {"psycopg2", "ssl", "socket", "json", "pam_twofa.fleet"}

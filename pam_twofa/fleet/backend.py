@@ -148,6 +148,7 @@ class Backend:
         self.timeout = timeout
         self.cache = cache
         self.lock = threading.Lock()
+        self.cache_lock = threading.Lock()  # the enrolled list and its file
         self.worker = Worker(dsn, timeout)
         self.healthy: bool | None = None  # None: not known yet (the first check says)
         self.enrolled: frozenset[str] | None = self._read_cache()
@@ -189,9 +190,10 @@ class Backend:
             if time.monotonic() - self.cache_at >= CACHE_SECONDS or self.enrolled is None:
                 rows = self.call("SELECT twofa_api.enrolled_users()", (),
                                  time.monotonic() + self.timeout)
-                self.enrolled = frozenset(r[0] for r in rows)
-                self.cache_at = time.monotonic()
-                self._write_cache()
+                with self.cache_lock:
+                    self.enrolled = frozenset(r[0] for r in rows)
+                    self.cache_at = time.monotonic()
+                    self._write_cache()
             return True
         except (Offline, RuntimeError):
             return False
@@ -200,6 +202,15 @@ class Backend:
         while not self.stopping.is_set():
             healthy = self.check()
             self.stopping.wait(HEALTH_SECONDS if healthy else 1.0)
+
+    def note_enrolled(self, user: str) -> None:
+        """``user`` is enrolled (an answer said so): offline answers say so from now
+        on, not only after the next refresh of the list."""
+        with self.cache_lock:
+            known = self.enrolled
+            if known is not None and user not in known:
+                self.enrolled = known | {user}
+                self._write_cache()
 
     def _read_cache(self) -> frozenset[str] | None:
         if not self.cache:

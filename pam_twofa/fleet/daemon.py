@@ -70,6 +70,14 @@ OPS: dict[str, tuple[str, tuple[tuple[str, str, int], ...]]] = {
 }
 
 
+# Answers that prove the user is enrolled: a login's status or code check (a
+# refusal of these only comes for an enrolled user), a confirmed enrollment.
+PROVES_ENROLLED = tuple(f"SELECT twofa_api.{op}(" for op in (
+    "check_code", "emergency_check", "status", "enroll_confirm"))
+KNOWN_ENROLLED = frozenset(("ok", "recovery-code", "replay", "bad-code", "locked",
+                            "suspended", "emergency-code", "bad-emergency-code"))
+
+
 class BadRequest(Exception):
     """A request the daemon will not pass on; its text is the error token."""
 
@@ -163,6 +171,9 @@ class Server:
             say(f"database error: {exc}")
             raise BadRequest("database-error") from None
         value: dict[str, Any] = rows[0][0]
+        if sql.startswith(PROVES_ENROLLED) and (value.get("enrolled") is True
+                                                or value.get("result") in KNOWN_ENROLLED):
+            self.backend.note_enrolled(user)  # offline answers know at once, not in 60 s
         if args and sql.startswith("SELECT twofa_api.enroll_begin") and "secret" in value:
             value["secret"] = totp.b32encode(bytes.fromhex(value["secret"]))
         return value

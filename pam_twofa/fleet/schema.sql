@@ -348,14 +348,17 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $
 DECLARE
     t timestamptz := clock_timestamp();
     found_id text;
+    found_expires timestamptz;
 BEGIN
     UPDATE twofa.devices AS d SET last_used = t
     FROM twofa.users AS u
     WHERE d.user_name = p_user AND d.host = session_user AND d.service = p_service
       AND d.ip = p_ip AND d.key IS NOT DISTINCT FROM p_key AND d.expires > t
       AND u.name = d.user_name AND u.enrolled AND NOT u.suspended AND u.locked_until <= t
-    RETURNING d.id INTO found_id;
-    RETURN jsonb_build_object('trusted', found_id IS NOT NULL, 'id', found_id);
+    RETURNING d.id, d.expires INTO found_id, found_expires;
+    RETURN jsonb_build_object('trusted', found_id IS NOT NULL, 'id', found_id,
+                              'expires', CASE WHEN found_id IS NOT NULL
+                                              THEN twofa.epoch(found_expires) END);
 END $$;
 
 -- Trust a device: only with a grant a successful code check on this host issued.
@@ -388,7 +391,9 @@ BEGIN
     DELETE FROM twofa.devices WHERE user_name = p_user AND id IN (
         SELECT id FROM twofa.devices WHERE user_name = p_user
         ORDER BY created DESC OFFSET s.trust_max_per_user);
-    RETURN jsonb_build_object('result', 'ok', 'id', new_id,
+    -- the address: the host tells the owner a device was trusted (it had the grant)
+    RETURN jsonb_build_object('result', 'ok', 'id', new_id, 'email', u.email,
+                              'created', twofa.epoch(t),
                               'expires', twofa.epoch(t + make_interval(days => s.trust_days)));
 END $$;
 
@@ -405,6 +410,7 @@ CREATE OR REPLACE FUNCTION twofa_api.status(p_user text) RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
     SELECT jsonb_build_object(
         'enrolled', coalesce(bool_or(u.enrolled), false),
+        'digits', coalesce(max(u.digits), 6),  -- the code length (single-prompt mode)
         'email', coalesce(bool_or(u.email IS NOT NULL), false),
         'failures', coalesce(max(u.failures), 0),
         'suspended', coalesce(bool_or(u.suspended), false),

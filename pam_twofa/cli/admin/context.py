@@ -17,6 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pam_twofa.paths import Paths
     from pam_twofa.policy import Policy
+    from pam_twofa.store import Store
 
 PROG = "twofa-admin"
 
@@ -27,8 +28,35 @@ class Admin:
     def __init__(self, paths: Paths, clock: Clock | None = None) -> None:
         self.paths = paths
         self.clock = clock or Clock()
-        self.store = FileStore(paths, self.clock)
+        self.files = FileStore(paths, self.clock)  # this host's state directory
+        self._store: Store | None = None
         self._policy: Policy | None = None
+
+    @property
+    def store(self) -> Store:
+        """Where the commands act: where logins do (the policy in force, the last
+        valid one while the file has an error): this host's files, or with
+        ``store.backend: postgresql`` the fleet database through
+        ``store.postgresql.admin_dsn``."""
+        if self._store is None:
+            from pam_twofa import policyfile
+            from pam_twofa.errors import PolicyError
+
+            self._store = self.files
+            try:
+                in_force = policyfile.load_in_force(self.paths).policy
+            except PolicyError:  # no valid policy ever: logins fail, the files are all
+                return self._store
+            if in_force.store.backend == "postgresql":
+                from pam_twofa.errors import UsageError
+                from pam_twofa.fleet.adminstore import FleetAdminStore
+
+                dsn = in_force.store.postgresql.admin_dsn
+                if not dsn:
+                    raise UsageError("store.backend is postgresql: set store.postgresql."
+                                     "admin_dsn (a twofa_admin role) in the policy")
+                self._store = FleetAdminStore(dsn)
+        return self._store
 
     @property
     def policy(self) -> Policy:

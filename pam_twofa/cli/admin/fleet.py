@@ -98,7 +98,7 @@ def fleet_import(admin: Admin, dsn: str | None, force: bool) -> None:
     def body() -> None:
         from pam_twofa.fleet import admin as fleet
 
-        result = fleet.import_users(_conn(admin, dsn), admin.store, force=force)
+        result = fleet.import_users(_conn(admin, dsn), admin.files, force=force)
         for key in ("added", "same", "replaced"):
             click.echo(f"{key}: {len(result[key])}")
         if result["no-recovery-codes"]:

@@ -1,0 +1,215 @@
+"""The fleet store for logins: ``Store`` operations answered by ``twofa-fleetd``.
+
+A host with ``store.backend: postgresql`` logs users in through this class. Each
+operation is one request to the host's daemon (``fleetclient``), which runs one
+SECURITY DEFINER function in the fleet database: the database checks the code,
+the replay and the lockout, so the secret never reaches this host at login and
+a code used on one host is refused on every other. The answers are mapped to the
+same ``LoginView``/``Verdict`` shapes ``FileStore`` returns, so ``core`` decides
+alike on both backends.
+
+When the database (or the daemon) cannot answer in time, an operation raises
+``FleetUnavailable`` carrying what the daemon knows of the user (``enrolled``:
+true/false from its list, None when nobody knows); the core's offline rule
+decides (see ``core``). Operations the fleet cannot do yet raise ``FleetError``,
+never a silent success. Loads only ``fleetclient`` (``_socket``, ``time``) and the
+login types: no database driver, no ``json``, no ``socket`` module.
+"""
+
+from __future__ import annotations
+
+from pam_twofa import fleetclient
+from pam_twofa.errors import FleetError, FleetUnavailable
+from pam_twofa.login import (
+    MSG_EMPTY,
+    MSG_REPLAY,
+    MSG_SUSPENDED,
+    MSG_WRONG,
+    LoginView,
+    format_time,
+    validate_user_name,
+)
+from pam_twofa.store import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pam_twofa.policy import Policy
+    from pam_twofa.trust import Binding
+    from pam_twofa.verify import Verdict
+
+SLACK = 0.25  # what the client waits beyond the daemon's own deadline
+MAX_ANSWER = 1024  # what twofa-fleetd passes on (its "a" arguments)
+
+
+class FleetStore(Store):
+    """The login operations over the host's ``twofa-fleetd`` socket.
+
+    ``timeout`` is ``store.postgresql.timeout_seconds``: the daemon answers
+    ``offline`` within it, the client waits ``SLACK`` more for the socket itself.
+    A successful code check's one-time grant is kept for ``add_trusted`` (the
+    database trusts a device only with a grant this host was issued).
+    """
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout + SLACK
+        self._grants: dict[str, str] = {}
+
+    def _ask(self, op: str, user: str, *args: Any, enrolled: bool | None = None,
+             ) -> dict[str, Any]:
+        """The daemon's answer to ``op``; offline raises ``FleetUnavailable`` with
+        ``enrolled`` (given: the caller knows the user is; else the daemon's word)."""
+        validate_user_name(user)
+        answer: dict[str, Any] = getattr(fleetclient, op)(self.socket_path, self.timeout,
+                                                          user, *args)
+        if answer.get("result") == "offline":
+            said = answer.get("enrolled")
+            raise FleetUnavailable("the fleet database cannot be reached",
+                                   enrolled if enrolled is not None
+                                   else said if type(said) is bool else None)
+        return answer
+
+    # --- the login ---
+
+    def view(self, user: str, now: float, binding: Binding | None = None) -> LoginView | None:
+        st = self._ask("status", user)
+        if not st.get("enrolled") and st.get("first_seen") is None:
+            return None
+        # ``trusted``: this host has a live device of the user; skip_trusted then asks
+        # the database whether one matches this binding (and records its use).
+        # No emergency code by mail yet: ``email`` stays False so none is offered.
+        return LoginView(enrolled=st.get("enrolled") is True, digits=_int(st.get("digits"), 6),
+                         email=False, first_seen=_num(st.get("first_seen")),
+                         locked_until=_num(st.get("locked_until")) or 0.0,
+                         suspended=st.get("suspended") is True,
+                         trusted=binding is not None and _int(st.get("devices"), 0) > 0)
+
+    def grace_start(self, user: str, now: float, count_enrollment: bool = False) -> float:
+        first = _num(self._ask("first_seen", user).get("first_seen"))
+        if first is None:
+            raise FleetError("twofa-fleetd sent no first_seen")
+        return first
+
+    def check_code(self, user: str, answer: str, policy: Policy, now: float,
+                   binding: Binding | None = None) -> Verdict:
+        from pam_twofa.verify import Verdict
+
+        # No code is that long: a longer answer (the daemon takes 1,024 characters) is
+        # a wrong answer, counted, never a refused request.
+        got = self._ask("check_code", user, answer[:MAX_ANSWER], enrolled=True)
+        result = got.get("result")
+        if result == "ok":
+            verdict = Verdict("ok")
+            grant = got.get("grant")
+            if type(grant) is str:
+                self._grants[user] = grant
+            # The core reached the code prompt: no live device of this host matched
+            # the binding (view found none, or skip_trusted found none that matched).
+            verdict.offer_trust = binding is not None
+            return verdict
+        if result == "recovery-code":
+            verdict = Verdict("recovery-code")
+            verdict.left = _int(got.get("left"), 0)
+            return verdict
+        if result == "replay":
+            return Verdict("replay", MSG_REPLAY)
+        if result == "no-answer":
+            return Verdict("empty", MSG_EMPTY)
+        if result == "bad-code":
+            return failure(got, "bad-code", MSG_WRONG)
+        return refusal(got)
+
+    def skip_trusted(self, user: str, binding: Binding, now: float,
+                     ) -> tuple[str, float] | None:
+        if binding.ip is None:
+            return None
+        got = self._ask("skip_device", user, binding.service, binding.ip, binding.key,
+                        enrolled=True)
+        if got.get("trusted") is not True or type(got.get("id")) is not str:
+            return None
+        return str(got["id"]), _num(got.get("expires")) or now
+
+    def add_trusted(self, user: str, binding: Binding, policy: Policy, now: float,
+                    ) -> tuple[dict[str, Any], str | None] | None:
+        grant = self._grants.pop(user, None)
+        if grant is None or binding.ip is None:
+            return None
+        got = self._ask("add_device", user, grant, binding.service, binding.ip, binding.key,
+                        enrolled=True)
+        if got.get("result") != "ok" or type(got.get("id")) is not str:
+            return None  # locked since, reset, or the grant was refused
+        expires = _num(got.get("expires")) or now
+        record = {"id": got["id"], "created": _num(got.get("created")) or now,
+                  "expires": expires, "ip": binding.ip, "key": binding.key,
+                  "service": binding.service, "last_used": now}
+        email = got.get("email")
+        return record, email if type(email) is str else None
+
+    def emergency_reserve(self, user: str, policy: Policy, code: str, now: float,
+                          ) -> tuple[Verdict | None, str]:
+        raise FleetError("emergency codes by mail are not available with the fleet store yet")
+
+    def emergency_check(self, user: str, answer: str, policy: Policy, now: float) -> Verdict:
+        raise FleetError("emergency codes by mail are not available with the fleet store yet")
+
+    def enroll_inline(self, user: str, secret: str, answer: str, policy: Policy,
+                      now: float) -> tuple[str, list[str]]:
+        raise FleetError("inline enrollment is not available with the fleet store: "
+                         "enroll with twofa-enroll or twofa-admin")
+
+    def status(self, user: str, now: float) -> dict[str, Any]:
+        st = self._ask("status", user)
+        until = _num(st.get("locked_until"))
+        return {"enrolled": st.get("enrolled") is True, "failures": _int(st.get("failures"), 0),
+                "locked": until is not None and until > now, "locked_until": until,
+                "suspended": st.get("suspended") is True,
+                "first_seen": _num(st.get("first_seen")),
+                "recovery_codes_left": _int(st.get("recovery_codes"), 0),
+                "trusted_devices": _int(st.get("devices"), 0)}
+
+
+def failure(got: dict[str, Any], reason: str, message: str) -> Verdict:
+    """A counted wrong answer as ``verify.failed`` words it: failures, lock, suspension."""
+    from pam_twofa.verify import Verdict
+
+    failures = _int(got.get("failures"), 0)
+    verdict = Verdict(reason, message, (("failures", failures),))
+    verdict.failures = failures
+    email = got.get("email_address")
+    verdict.email = email if type(email) is str else None
+    locked = _num(got.get("locked_until"))
+    if got.get("suspended") is True:
+        verdict.suspended = True
+        verdict.message = f"{message} {MSG_SUSPENDED}"
+        verdict.fields += (("suspended", "yes"),)
+    elif locked is not None:
+        verdict.locked = locked
+        verdict.message = f"{message} Too many wrong codes: locked until {format_time(locked)}."
+        verdict.fields += (("locked_until", int(locked)),)
+    return verdict
+
+
+def refusal(got: dict[str, Any]) -> Verdict:
+    """``locked``, ``suspended``, ``not-enrolled``: as ``verify.refusal`` says them."""
+    from pam_twofa.verify import Verdict
+
+    result = got.get("result")
+    if result == "suspended":
+        return Verdict("suspended", MSG_SUSPENDED)
+    if result == "locked":
+        until = _num(got.get("locked_until")) or 0.0
+        return Verdict("locked", f"Too many wrong codes: locked until {format_time(until)}.",
+                       (("locked_until", int(until)),))
+    if result == "not-enrolled":
+        return Verdict("not-enrolled")
+    raise FleetError(f"twofa-fleetd answered {str(result)[:40]!r}")
+
+
+def _num(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and type(value) is not bool else None
+
+
+def _int(value: object, default: int) -> int:
+    return value if isinstance(value, int) and type(value) is not bool else default
