@@ -1,15 +1,10 @@
 """The PAM face: module arguments in, a PAM code out, every exception mapped here.
 
-Module arguments (after the module path), strictly parsed like the policy:
-``policy=FILE``, ``state_dir=DIR``, ``log_socket=PATH``, ``failmode=secure|safe``,
-``debug``, ``single_prompt=ask|verify`` (see ``pam_twofa.single``),
-``require_publickey``, ``unprivileged=refuse|ignore`` (see ``pam_twofa.caller``).
-They override the policy file (defaults < file < arguments). Nothing is read from
-the environment except the PAM environment sshd hands over (SSH_CONNECTION,
-SSH_AUTH_INFO_0), which describes the login, not the config.
-
-Once the client's input was read (an answer, or a user name or PAM_RHOST that is
-hostile), failmode never applies: whatever goes wrong after it is a refusal.
+Module arguments (pam_twofa(8)) are parsed strictly and override the policy file
+(defaults < file < arguments); nothing comes from the environment except what sshd
+puts in the PAM environment (SSH_CONNECTION, SSH_AUTH_INFO_0), which describes the
+login. Once the client's input was read (an answer, or a hostile user name or
+PAM_RHOST), failmode never applies: whatever goes wrong after it is a refusal.
 """
 
 from __future__ import annotations
@@ -88,11 +83,8 @@ UNDECODABLE = "\ufffd"  # an answer pam_python could not decode: never a code, n
 
 
 class PamConversation(Conversation):
-    """``login.Conversation`` over pamh.conversation; honours PAM_SILENT.
-
-    ``asked`` turns true with the first prompt: from then on the user may have
-    typed something, and failmode no longer applies (see ``_Login.failed``).
-    """
+    """``login.Conversation`` over pamh.conversation; honours PAM_SILENT. ``asked``:
+    a prompt went out, so failmode no longer applies (``_Login.failed``)."""
 
     def __init__(self, pamh: PamHandle, silent: bool) -> None:
         self.pamh = pamh
@@ -164,8 +156,7 @@ def _env(pamh: PamHandle, name: str) -> str | None:
 
 
 def _undecoded(exc: UnicodeDecodeError) -> str:
-    """What pam_python could not decode, as text that keeps the bytes (surrogates):
-    fit for an escaped log field, refused by every name check."""
+    """Undecodable bytes as surrogate-escaped text: logged escaped, refused as a name."""
     raw = exc.object if isinstance(exc.object, bytes) else bytes(exc.object)
     return raw.decode("utf-8", "surrogateescape")
 
@@ -176,11 +167,8 @@ def has_publickey(auth_info: str | None) -> bool:
 
 
 def open_store(policy: Policy, options: Options, login: _Login, clock: Clock) -> Store:
-    """The store ``store.backend`` names: this host's files, or the fleet database
-    through the host's ``twofa-fleetd`` (``fleetstore``: no database driver loads).
-    ``failmode=safe`` as an argument is refused with the fleet, as the policy refuses
-    it (an unreachable database must never let everyone in): a bad argument, failed
-    as ``secure``, never PAM_IGNORE."""
+    """This host's files, or the fleet through ``twofa-fleetd`` (``store.backend``).
+    ``failmode=safe`` is refused with the fleet (a dead database must not let all in)."""
     if policy.store.backend != "postgresql":
         from pam_twofa.store import FileStore
 

@@ -10,9 +10,8 @@ Each change is one locked read-modify-write; none talks to the client. A login
 when the user said yes to trust. The rules they run live in the feature modules
 (``verify``, ``trust.use``, ``emergency``, ``enrollment``), shared by backends.
 
-``FileStore``: one JSON file per user under ``state_dir/users`` (0600 in 0700,
-root-owned), written atomically under a per-user flock; ``load``/``update``/
-``delete`` serve admin and service paths on a whole state, never the login.
+``FileStore``: one JSON file per user (0600 in 0700, root-owned), written atomically
+under a per-user flock; ``load``/``update``/``delete`` serve admin paths, never a login.
 """
 
 from __future__ import annotations
