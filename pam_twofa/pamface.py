@@ -81,7 +81,6 @@ def parse_args(args: list[str]) -> Options:
 
 UNDECODABLE = "\ufffd"  # an answer pam_python could not decode: never a code, never "y"
 
-
 class PamConversation(Conversation):
     """``login.Conversation`` over pamh.conversation; honours PAM_SILENT. ``asked``:
     a prompt went out, so failmode no longer applies (``_Login.failed``)."""
