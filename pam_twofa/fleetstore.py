@@ -172,23 +172,12 @@ class FleetStore(Store):
 
 def failure(got: dict[str, Any], reason: str, message: str) -> Verdict:
     """A counted wrong answer as ``verify.failed`` words it: failures, lock, suspension."""
-    from pam_twofa.verify import Verdict
+    from pam_twofa.verify import wrong
 
-    failures = _int(got.get("failures"), 0)
-    verdict = Verdict(reason, message, (("failures", failures),))
-    verdict.failures = failures
     email = got.get("email_address")
-    verdict.email = email if type(email) is str else None
-    locked = _num(got.get("locked_until"))
-    if got.get("suspended") is True:
-        verdict.suspended = True
-        verdict.message = f"{message} {MSG_SUSPENDED}"
-        verdict.fields += (("suspended", "yes"),)
-    elif locked is not None:
-        verdict.locked = locked
-        verdict.message = f"{message} Too many wrong codes: locked until {format_time(locked)}."
-        verdict.fields += (("locked_until", int(locked)),)
-    return verdict
+    return wrong(reason, message, _int(got.get("failures"), 0),
+                 email if type(email) is str else None, got.get("suspended") is True,
+                 _num(got.get("locked_until")))
 
 
 def refusal(got: dict[str, Any]) -> Verdict:

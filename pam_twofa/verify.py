@@ -109,10 +109,17 @@ def refusal(st: UserState, now: float) -> Verdict | None:
 def failed(st: UserState, policy: Policy, now: float, message: str, reason: str) -> Verdict:
     """Count one wrong answer (a TOTP, recovery or emergency code) and say what followed."""
     locked = record_failure(st, policy.lockout, now)
-    verdict = Verdict(reason, message, (("failures", st.failures),))
-    verdict.failures = st.failures
-    verdict.email = st.email
-    if suspended(st):
+    return wrong(reason, message, st.failures, st.email, suspended(st), locked)
+
+
+def wrong(reason: str, message: str, failures: int, email: str | None, suspended_now: bool,
+          locked: float | None) -> Verdict:
+    """A counted wrong answer, worded: the failures, then the suspension or the new lock
+    (every backend words it the same: the file store above, the fleet's answers)."""
+    verdict = Verdict(reason, message, (("failures", failures),))
+    verdict.failures = failures
+    verdict.email = email
+    if suspended_now:
         verdict.suspended = True
         verdict.message = f"{message} {MSG_SUSPENDED}"
         verdict.fields += (("suspended", "yes"),)
