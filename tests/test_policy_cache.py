@@ -21,6 +21,9 @@ import pytest
 from pam_twofa import policyfile
 from pam_twofa.errors import PolicyError
 from pam_twofa.paths import Paths
+from tests.policy_support import paths
+
+__all__ = ["paths"]  # the fixture
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = ("import sys; from pam_twofa import policyfile; from pam_twofa.paths import Paths; "
@@ -97,14 +100,6 @@ def test_code_key_is_stable_and_names_every_file() -> None:
 
 
 # ------------------------------------------------------------------ last valid policy
-@pytest.fixture
-def paths(tmp_path: Path) -> Paths:
-    file = tmp_path / "policy.yaml"
-    file.write_text("")
-    file.chmod(0o644)
-    return Paths(policy=str(file), policy_explicit=True, state_dir=str(tmp_path / "state"))
-
-
 def test_a_typo_keeps_the_last_valid_policy_in_force(paths: Paths) -> None:
     Path(paths.policy).write_text("mandatory:\n  scope: admins\nlockout:\n  max_failures: 3\n")
     assert policyfile.load_in_force(paths).error is None

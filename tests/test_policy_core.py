@@ -14,34 +14,9 @@ import pytest
 from pam_twofa import policy, policyfile, schema
 from pam_twofa.errors import PolicyError, PolicyErrors
 from pam_twofa.paths import Paths
+from tests.policy_support import errors_of, paths, write
 
-
-@pytest.fixture
-def paths(tmp_path: Path) -> Paths:
-    file = tmp_path / "policy.yaml"
-    file.write_text("")
-    file.chmod(0o644)
-    return Paths(policy=str(file), policy_explicit=True, state_dir=str(tmp_path / "state"))
-
-
-def write(paths: Paths, text: str) -> None:
-    Path(paths.policy).write_text(text)
-
-
-def errors_of(paths: Paths, text: str) -> list[tuple[int, str]]:
-    """(line, message) of every error ``text`` gives, each checked to name the file."""
-    write(paths, text)
-    with pytest.raises(PolicyError) as info:
-        policyfile.load(paths, use_cache=False)
-    exc = info.value
-    found = exc.errors if isinstance(exc, PolicyErrors) else [exc]
-    out = []
-    for err in found:
-        assert err.path == paths.policy
-        assert err.message.startswith(f"{paths.policy}:{err.line}: " if err.line
-                                      else f"{paths.policy}: ")
-        out.append((err.line, err.problem))
-    return out
+__all__ = ["paths"]  # the fixture
 
 
 # ------------------------------------------------------------------------------ defaults
@@ -373,7 +348,6 @@ def test_store_postgresql_keys_are_strict_with_lines(tmp_path: Path) -> None:
     """The nested store.postgresql mapping: unknown keys and bad values name their line;
     failmode safe is refused with the fleet backend; a dsn is needed."""
     from pam_twofa import policyfile
-    from pam_twofa.errors import PolicyErrors
 
     good = ("store:\n  backend: postgresql\n  postgresql:\n"
             "    dsn: host=db dbname=twofa user=web1\n    timeout_seconds: 1.5\n")

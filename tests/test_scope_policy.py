@@ -9,26 +9,10 @@ from pathlib import Path
 import pytest
 
 from pam_twofa import policy, policyfile, schema
-from pam_twofa.errors import PolicyError, PolicyErrors
 from pam_twofa.paths import Paths
+from tests.policy_support import errors_of, paths
 
-
-@pytest.fixture
-def paths(tmp_path: Path) -> Paths:
-    file = tmp_path / "policy.yaml"
-    file.write_text("")
-    file.chmod(0o644)
-    return Paths(policy=str(file), policy_explicit=True, state_dir=str(tmp_path / "state"))
-
-
-def errors_of(paths: Paths, text: str) -> list[tuple[int, str]]:
-    Path(paths.policy).write_text(text)
-    with pytest.raises(PolicyError) as info:
-        policyfile.load(paths, use_cache=False)
-    found = info.value.errors if isinstance(info.value, PolicyErrors) else [info.value]
-    for err in found:
-        assert err.message.startswith(f"{paths.policy}:{err.line}: ")
-    return [(err.line, err.problem) for err in found]
+__all__ = ["paths"]  # the fixture
 
 
 @pytest.mark.parametrize(("text", "line", "needle"), [
