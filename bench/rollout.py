@@ -15,9 +15,9 @@ from typing import Any
 from bench.world import median, percentile
 from pam_twofa import enrollment, totp
 from pam_twofa.clock import Clock
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
 from pam_twofa.policyfile import load
-from pam_twofa.store import FileStore
 from tests.harness.pamenv import REPO_ROOT, PamEnv
 
 USERS, GROUPS, ENROLLED = 1000, 50, 600

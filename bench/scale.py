@@ -15,9 +15,9 @@ from pathlib import Path
 from bench.world import SECRET, Contender, World, code_now
 from pam_twofa import fastjson
 from pam_twofa.clock import Clock
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
 from pam_twofa.state import UserState
-from pam_twofa.store import FileStore
 from tests.harness.pamenv import ENTRY_MODULE
 
 BIG_STORE = 100_000

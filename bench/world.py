@@ -22,8 +22,8 @@ if str(REPO) not in sys.path:
 
 from pam_twofa import totp, verify  # noqa: E402
 from pam_twofa.clock import Clock  # noqa: E402
+from pam_twofa.filestore import FileStore  # noqa: E402
 from pam_twofa.paths import Paths  # noqa: E402
-from pam_twofa.store import FileStore  # noqa: E402
 from tests.harness.pamenv import PamEnv  # noqa: E402
 
 FLOOR_MODULE = Path(__file__).resolve().parent / "floor_module.py"

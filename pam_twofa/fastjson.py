@@ -4,7 +4,7 @@
 expressions for its pure-Python fallbacks, which are never used when the C
 accelerator ``_json`` is present. This module drives ``_json`` directly, with
 the same options ``json`` passes it, and falls back to ``json`` where ``_json``
-is missing. The state tests (``tests/test_store.py``) read and write through it.
+is missing. The state tests (``tests/test_store_core.py``) read and write through it.
 """
 
 from __future__ import annotations

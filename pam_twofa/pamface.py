@@ -169,7 +169,7 @@ def open_store(policy: Policy, options: Options, login: _Login, clock: Clock) ->
     """This host's files, or the fleet through ``twofa-fleetd`` (``store.backend``).
     ``failmode=safe`` is refused with the fleet (a dead database must not let all in)."""
     if policy.store.backend != "postgresql":
-        from pam_twofa.store import FileStore
+        from pam_twofa.filestore import FileStore
 
         return FileStore(options.paths, clock)
     if options.failmode == "safe":

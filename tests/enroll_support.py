@@ -198,8 +198,8 @@ def seed_for_reenrollment(state_dir: Path, user: str) -> None:
     emergency code, an address waiting for verification) and keep (a verified email)."""
     from pam_twofa import emergency
     from pam_twofa.clock import Clock
+    from pam_twofa.filestore import FileStore
     from pam_twofa.paths import Paths
-    from pam_twofa.store import FileStore
 
     now = time.time()
     store = FileStore(Paths(state_dir=str(state_dir)), Clock())

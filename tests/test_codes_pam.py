@@ -169,8 +169,8 @@ def test_scope_admins_grace_over_refused(tw: PamEnv) -> None:
 
 def test_scope_admins_first_seen_in_the_past_refused(tw: PamEnv) -> None:
     from pam_twofa.clock import Clock
+    from pam_twofa.filestore import FileStore
     from pam_twofa.paths import Paths
-    from pam_twofa.store import FileStore
 
     tw.write_policy("mandatory: {scope: admins}\nenrollment: {grace_days: 7}\n")
     store = FileStore(Paths(state_dir=str(tw.state_dir)), Clock())

@@ -14,9 +14,9 @@ import pytest
 from pam_twofa import core, login
 from pam_twofa.accounts import Account
 from pam_twofa.clock import FixedClock
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
 from pam_twofa.state import UserState
-from pam_twofa.store import FileStore
 from tests.core_support import (
     ADMINS,
     DAY,

@@ -12,9 +12,9 @@ import pytest
 from pam_twofa import emergency, errors, policy, schema
 from pam_twofa.clock import FixedClock
 from pam_twofa.errors import PolicyError, UsageError
+from pam_twofa.filestore import FileStore
 from pam_twofa.mail import mailer, notify, security_email
 from pam_twofa.paths import Paths
-from pam_twofa.store import FileStore
 from tests.harness.smtpd import CertAuthority, MailServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from pam_twofa.clock import Clock
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
-from pam_twofa.store import FileStore
 from tests.harness.pamenv import PamEnv, Result, oathtool
 from tests.harness.procs import merge_env
 from tests.harness.smtpd import CertAuthority, MailServer, Received, black_hole, closed_port
@@ -272,7 +272,7 @@ from pam_twofa import core, login, policyfile
 from pam_twofa.accounts import Account
 from pam_twofa.clock import Clock
 from pam_twofa.paths import Paths
-from pam_twofa.store import FileStore
+from pam_twofa.filestore import FileStore
 class Conv(login.Conversation):
     prompts = []
     def ask(self, prompt, echo=False):

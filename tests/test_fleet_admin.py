@@ -12,9 +12,9 @@ import psycopg2
 
 from pam_twofa import enrollment, totp
 from pam_twofa.clock import Clock
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
 from pam_twofa.schema import defaults
-from pam_twofa.store import FileStore
 from tests.fleet_support import FleetDb, check, fleet_db, fleet_template
 
 __all__ = ["fleet_db", "fleet_template"]

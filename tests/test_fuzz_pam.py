@@ -24,10 +24,11 @@ from pam_twofa import core, login, pam_entry, pamface, single, totp
 from pam_twofa.accounts import Account
 from pam_twofa.clock import Clock, FixedClock
 from pam_twofa.errors import TwofaError, UsageError
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
 from pam_twofa.policy import build
 from pam_twofa.policyfile import parse_text
-from pam_twofa.store import FileStore, validate_user_name
+from pam_twofa.store import validate_user_name
 from tests.harness.pamenv import PamEnv
 from tests.harness.procs import LogSocket
 from tests.pam_support import enroll, log_text, status

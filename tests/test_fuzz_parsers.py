@@ -28,9 +28,9 @@ from pam_twofa.errors import (
     StateError,
     UsageError,
 )
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
 from pam_twofa.state import FIELDS, SCHEMA_VERSION, UserState
-from pam_twofa.store import FileStore
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -16,10 +16,10 @@ import pytest
 from pam_twofa import core, emergency, login, schema, verify
 from pam_twofa.accounts import Account
 from pam_twofa.clock import FixedClock
+from pam_twofa.filestore import FileStore
 from pam_twofa.login import Notifier
 from pam_twofa.paths import Paths
 from pam_twofa.state import UserState
-from pam_twofa.store import FileStore
 from tests.core_support import NOW, STEP, Script, code, enrolled, make_policy
 from tests.test_decisions_core import CASES, Case
 

@@ -10,10 +10,10 @@ from typing import Any
 
 from pam_twofa import core
 from pam_twofa.clock import FixedClock
+from pam_twofa.filestore import FileStore
 from pam_twofa.login import Account, ClockHint, Decision, Notifier, Request
 from pam_twofa.paths import Paths
 from pam_twofa.state import UserState
-from pam_twofa.store import FileStore
 from tests.core_support import NOW, Script, code, enrolled, make_policy
 
 ALICE = Account(name="alice", uid=4242, gid=4242, home="/h", groups=frozenset())

@@ -13,9 +13,9 @@ from pam_twofa import enrollment, recovery, schema, totp
 from pam_twofa.clock import FixedClock
 from pam_twofa.enroll import googleauth
 from pam_twofa.errors import UsageError
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
 from pam_twofa.state import UserState
-from pam_twofa.store import FileStore
 
 SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
 

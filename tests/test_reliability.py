@@ -25,8 +25,8 @@ import pytest
 
 from pam_twofa.clock import Clock
 from pam_twofa.errors import StateError
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
-from pam_twofa.store import FileStore
 from tests.harness.pamenv import PamEnv, oathtool
 from tests.harness.procs import private_tmp_cmd, run_many
 from tests.harness.wait import wait_fresh_step

@@ -13,10 +13,10 @@ import pytest
 
 from pam_twofa import enrollment, totp
 from pam_twofa.clock import Clock
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
 from pam_twofa.policy import Policy
 from pam_twofa.policyfile import load
-from pam_twofa.store import FileStore
 from tests.harness.pamenv import REPO_ROOT, PamEnv
 
 NSS_MODULE_C = REPO_ROOT / "tests" / "fixtures" / "nss_noenum.c"

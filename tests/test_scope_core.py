@@ -14,9 +14,9 @@ import pytest
 from pam_twofa import core, scope
 from pam_twofa.accounts import Account
 from pam_twofa.clock import FixedClock
+from pam_twofa.filestore import FileStore
 from pam_twofa.login import client_of, ip_address
 from pam_twofa.paths import Paths
-from pam_twofa.store import FileStore
 from tests.core_support import NOW, SECRET, Script, code, make_policy
 
 NETS = ["10.0.0.0/8", "192.0.2.128/25", "2001:db8:1::/48", "::ffff:198.51.100.0/120"]

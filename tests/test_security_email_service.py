@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pam_twofa.clock import Clock
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
-from pam_twofa.store import FileStore
 from tests.enroll_support import client, interactive_client, running_service
 from tests.harness.pamenv import PamEnv
 from tests.harness.smtpd import CertAuthority, MailServer

@@ -18,9 +18,10 @@ import pytest
 from pam_twofa import fastjson
 from pam_twofa.clock import Clock
 from pam_twofa.errors import CorruptState, InsecureState, InvalidUserName, LockTimeout, StateError
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
 from pam_twofa.state import SCHEMA_VERSION, UserState
-from pam_twofa.store import FileStore, validate_user_name
+from pam_twofa.store import validate_user_name
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
@@ -270,7 +271,7 @@ sys.path.insert(0, sys.argv[1])
 from pam_twofa.clock import Clock
 from pam_twofa.errors import StateError
 from pam_twofa.paths import Paths
-from pam_twofa.store import FileStore
+from pam_twofa.filestore import FileStore
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
 store = FileStore(Paths(state_dir=sys.argv[2]), Clock())

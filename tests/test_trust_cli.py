@@ -10,9 +10,9 @@ import pytest
 
 from pam_twofa import trust
 from pam_twofa.clock import Clock
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
 from pam_twofa.policy import TrustPolicy
-from pam_twofa.store import FileStore
 from tests.enroll_support import client, running_service
 from tests.harness.pamenv import PamEnv
 

@@ -14,10 +14,10 @@ import pytest
 from pam_twofa import core, policy, schema, totp, trust
 from pam_twofa.accounts import Account
 from pam_twofa.clock import FixedClock, format_time
+from pam_twofa.filestore import FileStore
 from pam_twofa.login import CODE_PROMPT, Conversation, Decision, Request
 from pam_twofa.mail.notify import MailNotifier
 from pam_twofa.paths import Paths
-from pam_twofa.store import FileStore
 
 NOW = 1796092395.0  # 15 s into its 30 s step
 SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"

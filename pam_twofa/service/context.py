@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pam_twofa import log
 from pam_twofa.errors import UnknownUser
+from pam_twofa.filestore import FileStore
 from pam_twofa.record import Record
-from pam_twofa.store import FileStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

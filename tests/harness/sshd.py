@@ -49,8 +49,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pam_twofa.clock import Clock
+from pam_twofa.filestore import FileStore
 from pam_twofa.paths import Paths
-from pam_twofa.store import FileStore
 from tests.harness.pamenv import ENTRY_MODULE, PAM_MATRIX, PAM_SET_ITEMS, PamEnv, User, oathtool
 from tests.harness.procs import SYSTEM_PATH, LogSocket, setpriv_cmd
 from tests.harness.proctree import (

@@ -11,7 +11,7 @@ import click
 
 from pam_twofa import log
 from pam_twofa.clock import Clock
-from pam_twofa.store import FileStore
+from pam_twofa.filestore import FileStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
