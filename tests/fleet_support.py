@@ -128,13 +128,14 @@ def check(db: FleetDb, conn: Any, user: str, answer: str) -> dict[str, Any]:
 class Daemon:
     """``twofa-fleetd`` for one host; ``ask`` is the login's client call."""
 
-    def __init__(self, tmp: Path, name: str, dsn: str, cache: Path | None = None) -> None:
+    def __init__(self, tmp: Path, name: str, dsn: str, cache: Path | None = None,
+                 timeout: float = TIMEOUT) -> None:
         self.dir = tmp / name
         self.dir.mkdir(mode=0o700)
         self.socket = str(self.dir / "fleetd.sock")
         policy = self.dir / "policy.yaml"
         policy.write_text("store:\n  backend: postgresql\n  postgresql:\n"
-                          f"    dsn: \"{dsn}\"\n    timeout_seconds: {TIMEOUT}\n")
+                          f"    dsn: \"{dsn}\"\n    timeout_seconds: {timeout}\n")
         policy.chmod(0o600)
         self.log = open(self.dir / "log", "w+")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
@@ -174,10 +175,11 @@ def daemons() -> Iterator[list[Daemon]]:
 
 
 def start(daemons: list[Daemon], tmp: Path, name: str, dsn: str,
-          cache: Path | None = None) -> Daemon:
+          cache: Path | None = None, timeout: float = TIMEOUT) -> Daemon:
     """``twofa-fleetd`` as host ``name`` (a dir of its own under ``tmp``) on ``dsn``
-    (``cache``: its enrolled list, by default in its dir)."""
-    d = Daemon(tmp, name, dsn, cache)
+    (``cache``: its enrolled list, by default in its dir; ``timeout``: its
+    ``timeout_seconds``)."""
+    d = Daemon(tmp, name, dsn, cache, timeout)
     daemons.append(d)
     return d
 
