@@ -9,11 +9,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.fleet_support import FleetDb, check, daemons, fleet_db, fleet_template, hung_server
+from tests.fleet_support import (
+    ADMIN,
+    FleetDb,
+    check,
+    daemons,
+    fleet_db,
+    fleet_template,
+    hung_server,
+)
+from tests.harness.pamenv import PamEnv
 from tests.harness.wait import wait_fresh_step
 from tests.pam_support import log_text, wrong_code
 from tests.test_fleet_admin import admin, fleet_policy
 from tests.test_fleet_login import Host, code_now, hosts, policy
+from tests.test_googleauth_cli import ga_file
 
 __all__ = ["daemons", "fleet_db", "fleet_template", "hosts", "hung_server"]
 
@@ -173,3 +183,27 @@ def test_email_set_voids_a_pending_emergency_code_and_clear(
     assert nobody.returncode != 0 and "carol has no 2FA state" in nobody.stderr
     assert admin(where, "email", "dave", "dave@example.org").returncode == 0  # before enrolling
     assert email_row(fleet_db, "dave") == "dave@example.org|f|t"
+
+
+def test_google_authenticator_import_goes_to_the_fleet(
+        fleet_db: FleetDb, pam_env: PamEnv, tmp_path: Path) -> None:
+    """The file's secret and scratch codes (8 digits) land in the database: the secret's
+    codes work on a host, a scratch code works once; --force needed to replace."""
+    pam_env.add_user("carol")
+    pam_env.write_policy("store:\n  backend: postgresql\n  postgresql:\n"
+                         f"    dsn: \"{fleet_db.server.dsn('host1')}\"\n"
+                         f"    admin_dsn: \"{fleet_db.server.dsn(ADMIN)}\"\n")
+    path = tmp_path / "carol-ga"
+    text = ga_file(path, pam_env.users["carol"].uid, "-d")
+    secret, scratch = text.splitlines()[0], text.splitlines()[-1]
+    done = pam_env.admin("import-google-authenticator", "carol", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["recovery_codes"] == 5
+    assert recovery_left(fleet_db, "carol") == 5
+    host = fleet_db.connect("host1")
+    assert check(fleet_db, host, "carol", scratch)["result"] == "recovery-code"
+    assert check(fleet_db, host, "carol", scratch)["result"] == "bad-code"
+    assert check(fleet_db, host, "carol", code_now(secret))["result"] == "ok"
+    again = pam_env.admin("import-google-authenticator", "carol", str(path))
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert not (pam_env.state_dir / "users" / "carol.json").exists()
