@@ -262,6 +262,10 @@ class FileStore(Store):
             security_email.set_by_admin(st, address)
         return True
 
+    def security_email(self, user: str) -> str | None:
+        st = self.load(user)
+        return st.email if st is not None else None
+
     def standings(self, now: float) -> dict[str, dict[str, Any]]:
         from pam_twofa import verify
         from pam_twofa.errors import StateError

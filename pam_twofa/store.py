@@ -155,6 +155,11 @@ class Store:
         when clearing a user without state."""
         raise NotImplementedError
 
+    def security_email(self, user: str) -> str | None:
+        """The user's verified address (None: none), for the notice an admin's reset
+        mails; read before the reset."""
+        raise NotImplementedError
+
     def standings(self, now: float) -> dict[str, dict[str, Any]]:
         """Every user with state, for ``twofa-admin report``: ``enrolled``,
         ``first_seen``, ``locked_until`` (a live lock, else None), ``suspended``

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fleet_support import (
     ADMIN,
     FleetDb,
@@ -21,11 +23,12 @@ from tests.fleet_support import (
 from tests.harness.pamenv import PamEnv
 from tests.harness.wait import wait_fresh_step
 from tests.pam_support import log_text, wrong_code
+from tests.test_emergency_pam import World, world
 from tests.test_fleet_admin import admin, fleet_policy
 from tests.test_fleet_login import Host, code_now, hosts, policy
 from tests.test_googleauth_cli import ga_file
 
-__all__ = ["daemons", "fleet_db", "fleet_template", "hosts", "hung_server"]
+__all__ = ["daemons", "fleet_db", "fleet_template", "hosts", "hung_server", "world"]
 
 
 def adm(tmp: Path, db: FleetDb, *args: str) -> Any:
@@ -207,3 +210,24 @@ def test_google_authenticator_import_goes_to_the_fleet(
     again = pam_env.admin("import-google-authenticator", "carol", str(path))
     assert again.returncode == 2 and "--force" in again.stderr
     assert not (pam_env.state_dir / "users" / "carol.json").exists()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # aiosmtpd's own
+def test_reset_on_the_fleet_mails_the_notice_to_the_fleets_address(
+        fleet_db: FleetDb, world: World) -> None:
+    """tests/test_emergency_pam.py's mail set-up (alice has alice@example.com in this
+    host's files), the policy switched to the fleet, where alice's address differs."""
+    env = world.env
+    env.write_policy(env.policy.read_text() + "store:\n  backend: postgresql\n"
+                     "  postgresql:\n"
+                     f"    dsn: \"{fleet_db.server.dsn('host1')}\"\n"
+                     f"    admin_dsn: \"{fleet_db.server.dsn(ADMIN)}\"\n")
+    fleet_db.enroll("alice")
+    assert env.admin("email", "alice", "office@example.org").returncode == 0
+    done = env.admin("reset", "alice", env={"NSS_WRAPPER_HOSTS": str(world.hosts)})
+    assert done.returncode == 0, done.stderr
+    assert "notice sent to o***@example.org" in done.stdout
+    notice = world.srv.wait(1)[0]
+    assert notice.rcpt_tos == ["office@example.org"], notice
+    assert "reset" in notice.message["Subject"] and "Account: alice" in notice.body
+    assert fleet_db.server.psql("SELECT count(*) FROM twofa.users") == "0"

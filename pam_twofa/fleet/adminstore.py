@@ -128,6 +128,11 @@ class FleetAdminStore(Store):
         return bool(self._call("SELECT twofa_api.admin_set_email(%s, %s)",
                                validate_user_name(user), address))
 
+    def security_email(self, user: str) -> str | None:
+        address: str | None = self._call("SELECT twofa_api.admin_email(%s)",
+                                          validate_user_name(user))
+        return address
+
     def standings(self, now: float) -> dict[str, dict[str, Any]]:
         """One query for every user (``twofa_api.admin_report``); locks as the
         database's clock sees them."""

@@ -865,13 +865,21 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
     FROM twofa.users AS u ORDER BY u.name
 $$;
 
+-- The user's address, for the notice `twofa-admin reset` mails (read before the reset).
+CREATE OR REPLACE FUNCTION twofa_api.admin_email(p_user text) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    SELECT email FROM twofa.users WHERE name = p_user
+$$;
+
 RESET ROLE;
 REVOKE ALL ON FUNCTION
+    twofa_api.admin_email(text),
     twofa_api.admin_enroll(text, bytea, integer, integer, text, text[], boolean),
     twofa_api.admin_recovery_codes(text, text[]),
     twofa_api.admin_report()
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
+    twofa_api.admin_email(text),
     twofa_api.admin_enroll(text, bytea, integer, integer, text, text[], boolean),
     twofa_api.admin_recovery_codes(text, text[]),
     twofa_api.admin_report()

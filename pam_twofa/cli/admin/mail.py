@@ -91,10 +91,9 @@ def email_of(admin: Admin, user: str) -> str | None:
     from pam_twofa.errors import TwofaError
 
     try:
-        state = admin.store.load(user)
+        return admin.store.security_email(user)
     except TwofaError:
         return None
-    return state.email if state is not None else None
 
 
 def notify_reset(admin: Admin, user: str, address: str | None) -> None:
