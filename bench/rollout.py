@@ -1,6 +1,8 @@
 """Rollout commands at size: ``twofa-admin report`` over 1,000 users and 50 groups
-(nss_wrapper; 600 of them enrolled) and ``twofa-admin doctor --root`` on a copy of
-Debian's PAM files; wall time of a fresh process each run (issue 15: report < 1 s)."""
+(nss_wrapper; 600 of them enrolled) on the file store and on the fleet store (a
+throwaway PostgreSQL, one ``twofa_api.admin_report`` query), and ``twofa-admin doctor
+--root`` on a copy of Debian's PAM files; wall time of a fresh process each run
+(issue 15: report < 1 s)."""
 
 from __future__ import annotations
 
@@ -51,6 +53,36 @@ def timed(cmd: list[str], env: dict[str, str] | None, n: int) -> list[float]:
     return out
 
 
+def fleet_report(env: PamEnv, tmp: Path, base: list[str], wrap: dict[str, str],
+                 n: int) -> list[float]:
+    """The same accounts on a fleet database (the same 600 enrolled), read through
+    ``admin_dsn``: one query for every user."""
+    from tests.fleet_support import ADMIN, FleetDb, prepare
+    from tests.harness.pgserver import PgServer, make_template
+
+    tpl = make_template()
+    db = None
+    try:
+        prepare(tpl)
+        db = FleetDb(PgServer(tpl))
+        with db.connect().cursor() as cur:
+            cur.execute("INSERT INTO twofa.users (name, enrolled, secret, first_seen) "
+                        "SELECT format('user%%s', lpad(i::text, 4, '0')), i < %s, "
+                        "twofa.gen_random_bytes(20), now() FROM generate_series(0, %s) AS i",
+                        (ENROLLED, USERS - 1))
+        policy = tmp / "fleet-policy.yaml"
+        policy.write_text("mandatory: {scope: all}\nstore:\n  backend: postgresql\n"
+                          f"  postgresql:\n    dsn: \"{db.server.dsn('host1')}\"\n"
+                          f"    admin_dsn: \"{db.server.dsn(ADMIN)}\"\n")
+        policy.chmod(0o600)
+        return timed([*base, "--policy", str(policy), "--state-dir", str(env.state_dir),
+                      "report", "--json"], wrap, n)
+    finally:
+        if db is not None:
+            db.close()
+        shutil.rmtree(tpl.parent, ignore_errors=True)
+
+
 def run(n: int) -> list[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-rollout-"))
     try:
@@ -62,6 +94,8 @@ def run(n: int) -> list[dict[str, Any]]:
             wrap = {**env.wrapper_env(pam=False)}
             rows = [("report --json, 1,000 users / 50 groups",
                      timed([*base, *report, "report", "--json"], wrap, n))]
+            rows.append(("report --json, fleet store, 1,000 users / 50 groups",
+                         fleet_report(env, tmp, base, wrap, n)))
         finally:
             env.close()
         root = tmp / "host"

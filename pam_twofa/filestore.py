@@ -250,3 +250,36 @@ class FileStore(Store):
         with self.update(user) as st:
             verify.unlock(st)
         return True
+
+    def set_email(self, user: str, address: str | None) -> bool:
+        from pam_twofa.mail import mailer, security_email
+
+        if address is not None:
+            address = mailer.check_address(address)
+        elif self.load(user) is None:
+            return False
+        with self.update(user) as st:
+            security_email.set_by_admin(st, address)
+        return True
+
+    def security_email(self, user: str) -> str | None:
+        st = self.load(user)
+        return st.email if st is not None else None
+
+    def standings(self, now: float) -> dict[str, dict[str, Any]]:
+        from pam_twofa import verify
+        from pam_twofa.errors import StateError
+
+        out: dict[str, dict[str, Any]] = {}
+        for user in self.users():
+            try:
+                st = self.load(user)
+            except StateError as exc:
+                out[user] = {"error": exc.message}
+                continue
+            if st is not None:
+                out[user] = {"enrolled": st.enrolled, "first_seen": st.first_seen,
+                             "locked_until": verify.locked_until(st, now),
+                             "suspended": st.suspended is not None,
+                             "last_success": st.last_success}
+        return out

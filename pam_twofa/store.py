@@ -149,6 +149,23 @@ class Store:
         user has no state."""
         raise NotImplementedError
 
+    def set_email(self, user: str, address: str | None) -> bool:
+        """An admin sets ``user``'s security email (checked, counted as verified, no
+        hold) or clears it (None); a pending emergency code stops working. False
+        when clearing a user without state."""
+        raise NotImplementedError
+
+    def security_email(self, user: str) -> str | None:
+        """The user's verified address (None: none), for the notice an admin's reset
+        mails; read before the reset."""
+        raise NotImplementedError
+
+    def standings(self, now: float) -> dict[str, dict[str, Any]]:
+        """Every user with state, for ``twofa-admin report``: ``enrolled``,
+        ``first_seen``, ``locked_until`` (a live lock, else None), ``suspended``
+        (bool), ``last_success``; or ``error`` (a state that cannot be read)."""
+        raise NotImplementedError
+
     # --- whole states: FileStore's admin and service paths ---
 
     def load(self, user: str) -> UserState | None:

@@ -62,8 +62,11 @@ def print_devices(rows: list[dict[str, Any]]) -> None:
     if not rows:
         click.echo("No trusted devices.")
         return
-    click.echo(f"{'ID':<9} {'SERVICE':<12} {'IP':<16} {'KEY':<51} {'EXPIRES':<24} LAST USED")
+    hosts = any("host" in row for row in rows)  # the fleet's: every host's devices
+    click.echo((f"{'HOST':<20} " if hosts else "")
+               + f"{'ID':<9} {'SERVICE':<12} {'IP':<16} {'KEY':<51} {'EXPIRES':<24} LAST USED")
     for row in rows:
         expires = when(row["expires"]) + (" (expired)" if row["expired"] else "")
-        click.echo(f"{row['id']!s:<9} {row.get('service') or '-':<12} {row['ip']!s:<16} "
+        click.echo((f"{row.get('host') or '-':<20} " if hosts else "")
+                   + f"{row['id']!s:<9} {row.get('service') or '-':<12} {row['ip']!s:<16} "
                    f"{row['key'] or '-':<51} {expires:<24} {when(row['last_used'])}")

@@ -686,11 +686,21 @@ BEGIN
     RETURN FOUND;
 END $$;
 
+-- The admin vouches for the address (NULL: none): no hold; a code mailed to the old
+-- address stops working. A user without a row gets one only when an address is set.
 CREATE OR REPLACE FUNCTION twofa_api.admin_set_email(p_user text, p_email text)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
 BEGIN
-    UPDATE twofa.users SET email = p_email WHERE name = p_user AND enrolled;
+    IF p_email IS NOT NULL THEN
+        INSERT INTO twofa.users (name) VALUES (p_user) ON CONFLICT DO NOTHING;
+    END IF;
+    UPDATE twofa.users AS u SET email = p_email, email_changed_at = NULL,
+           emergency_mac = CASE WHEN u.email IS DISTINCT FROM p_email THEN NULL
+                                ELSE u.emergency_mac END,
+           emergency_expires = CASE WHEN u.email IS DISTINCT FROM p_email THEN NULL
+                                    ELSE u.emergency_expires END
+    WHERE name = p_user;
     RETURN FOUND;
 END $$;
 
@@ -770,4 +780,107 @@ GRANT EXECUTE ON FUNCTION
     twofa_api.admin_status(),
     twofa_api.status(text),
     twofa_api.enrolled_users()
+TO twofa_admin;
+
+-- ---------------------------------------------------------------- admin: enroll, report
+SET ROLE twofa_owner;
+
+-- `twofa-admin enroll`: the admin host made ``p_secret`` and shows it; the old
+-- secret's devices, grants, recovery codes, emergency code and pending enrollment go;
+-- ``p_codes`` (normalised digits) become the recovery codes (MACs). With p_replace
+-- false an enrolled user is left alone ('enrolled').
+CREATE OR REPLACE FUNCTION twofa_api.admin_enroll(p_user text, p_secret bytea,
+                                                  p_digits integer, p_period integer,
+                                                  p_algorithm text, p_codes text[],
+                                                  p_replace boolean) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    u twofa.users;
+    n integer;
+BEGIN
+    IF p_digits NOT BETWEEN 6 AND 10 OR p_period NOT BETWEEN 1 AND 3600
+       OR p_algorithm NOT IN ('SHA1', 'SHA256', 'SHA512') OR octet_length(p_secret) < 16
+       OR EXISTS (SELECT 1 FROM unnest(p_codes) AS c WHERE c !~ '^[0-9]{8,10}$') THEN
+        RETURN jsonb_build_object('result', 'bad-parameters');
+    END IF;
+    INSERT INTO twofa.users (name) VALUES (p_user) ON CONFLICT DO NOTHING;
+    SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    IF u.enrolled AND NOT p_replace THEN
+        RETURN jsonb_build_object('result', 'enrolled');
+    END IF;
+    DELETE FROM twofa.devices WHERE user_name = p_user;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    DELETE FROM twofa.grants WHERE user_name = p_user;
+    DELETE FROM twofa.recovery_codes WHERE user_name = p_user;
+    INSERT INTO twofa.recovery_codes (user_name, mac)
+    SELECT p_user, twofa.hmac(convert_to(c, 'UTF8'), s.pepper, 'sha256')
+    FROM unnest(p_codes) AS c, twofa.settings AS s ON CONFLICT DO NOTHING;
+    UPDATE twofa.users SET enrolled = true, secret = p_secret, digits = p_digits,
+           period = p_period, algorithm = p_algorithm, enrolled_at = t, last_step = -1,
+           failures = 0, recent_failures = '{}', lock_level = 0, locked_until = '-infinity',
+           suspended = false, pending_secret = NULL, pending_digits = NULL,
+           pending_period = NULL, pending_algorithm = NULL, pending_host = NULL,
+           pending_until = NULL, emergency_mac = NULL, emergency_expires = NULL
+    WHERE name = p_user;
+    RETURN jsonb_build_object(
+        'result', 'ok', 'devices_revoked', n,
+        'emergency_code_revoked', u.emergency_mac IS NOT NULL AND u.emergency_expires > t,
+        'email_pending_dropped', false, 'email_kept', u.email);
+END $$;
+
+-- `twofa-admin recovery-codes`: ``p_codes`` replace an enrolled user's codes (the
+-- count stored), or NULL when the user is not enrolled.
+CREATE OR REPLACE FUNCTION twofa_api.admin_recovery_codes(p_user text, p_codes text[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM 1 FROM twofa.users WHERE name = p_user AND enrolled FOR UPDATE;
+    IF NOT FOUND OR EXISTS (SELECT 1 FROM unnest(p_codes) AS c
+                            WHERE c !~ '^[0-9]{8,10}$') THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM twofa.recovery_codes WHERE user_name = p_user;
+    INSERT INTO twofa.recovery_codes (user_name, mac)
+    SELECT p_user, twofa.hmac(convert_to(c, 'UTF8'), s.pepper, 'sha256')
+    FROM unnest(p_codes) AS c, twofa.settings AS s ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+-- `twofa-admin report`: every user with a row, in one query (times as epochs, a lock
+-- only while it lasts); never a secret.
+CREATE OR REPLACE FUNCTION twofa_api.admin_report()
+RETURNS TABLE (name text, enrolled boolean, first_seen double precision,
+               locked_until double precision, suspended boolean,
+               last_success double precision)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    SELECT u.name, u.enrolled,
+           CASE WHEN u.first_seen IS NOT NULL THEN twofa.epoch(u.first_seen) END,
+           CASE WHEN u.locked_until > clock_timestamp() THEN twofa.epoch(u.locked_until) END,
+           u.suspended,
+           CASE WHEN u.last_success IS NOT NULL THEN twofa.epoch(u.last_success) END
+    FROM twofa.users AS u ORDER BY u.name
+$$;
+
+-- The user's address, for the notice `twofa-admin reset` mails (read before the reset).
+CREATE OR REPLACE FUNCTION twofa_api.admin_email(p_user text) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    SELECT email FROM twofa.users WHERE name = p_user
+$$;
+
+RESET ROLE;
+REVOKE ALL ON FUNCTION
+    twofa_api.admin_email(text),
+    twofa_api.admin_enroll(text, bytea, integer, integer, text, text[], boolean),
+    twofa_api.admin_recovery_codes(text, text[]),
+    twofa_api.admin_report()
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    twofa_api.admin_email(text),
+    twofa_api.admin_enroll(text, bytea, integer, integer, text, text[], boolean),
+    twofa_api.admin_recovery_codes(text, text[]),
+    twofa_api.admin_report()
 TO twofa_admin;

@@ -128,16 +128,14 @@ def confirm(user: str, code: str, policy: Policy, store: Store, clock: Clock) ->
     return Changed(email=mailer.mask(address), held_until=until, notified=notified)
 
 
-def set_by_admin(user: str, address: str | None, store: Store) -> None:
-    """Set (verified) or clear (None) a user's security email."""
-    if address is not None:
-        address = mailer.check_address(address)
-    with store.update(user) as st:
-        if st.email != address:
-            st.emergency = None  # a code mailed to the old address stops working
-        st.email = address
-        st.email_pending = None
-        st.email_changed_at = None  # the admin vouches for it: no hold
+def set_by_admin(st: UserState, address: str | None) -> None:
+    """Set (verified; ``mailer.check_address`` first) or clear (None) the security
+    email of the state ``st`` (``FileStore.set_email``, under the user's lock)."""
+    if st.email != address:
+        st.emergency = None  # a code mailed to the old address stops working
+    st.email = address
+    st.email_pending = None
+    st.email_changed_at = None  # the admin vouches for it: no hold
 
 
 def masked(state: UserState | None, now: float) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pam_twofa.rollout import doctor_host, doctor_pam, doctor_sshd, sshdconf
+from pam_twofa.rollout import doctor_fleet, doctor_host, doctor_pam, doctor_sshd, sshdconf
 from pam_twofa.rollout.findings import INFO, Finding, rank
 from pam_twofa.rollout.sshdconf import under
 
@@ -61,7 +61,7 @@ def run(layout: Layout, now: float, mail: str | None = None) -> list[Finding]:
     found += doctor_host.check_log_socket(layout.paths.log_socket)
     found += doctor_host.check_enroll_socket(layout.paths.socket)
     found += doctor_host.check_clock(layout.paths, now)
-    found += doctor_host.check_fleet(layout.paths.policy, layout.root)
+    found += doctor_fleet.check(layout.paths.policy, layout.root)
     if mail:
         found += doctor_host.check_mail(policy, mail)
     return sorted(found, key=rank)

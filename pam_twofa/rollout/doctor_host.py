@@ -1,4 +1,4 @@
-"""``doctor``'s host checks: state directory, policy, sockets, clock, fleet, mail.
+"""``doctor``'s host checks: state directory, policy, sockets, clock, mail.
 
 Each reads through the project's own code (fsutil's owner/mode rule, policyfile's
 strict loader, clockstatus, hostchecks' log-socket probe, the mailer), so doctor
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from pam_twofa.paths import Paths
     from pam_twofa.policy import Policy
 
-FLEETD_SOCKET = "/run/pam-twofa/fleetd.sock"  # when the policy names none
 SUBDIRS = ("users", "locks", "cache")
 
 
@@ -148,29 +147,6 @@ def raw_policy(path: str) -> dict[str, Any]:
     except Exception:  # unreadable or not YAML: 'policy' reports that, not this
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def check_fleet(policy_path: str, root: str = "") -> list[Finding]:
-    """Only with ``store.backend: postgresql``: is twofa-fleetd's socket answering?"""
-    from pam_twofa.rollout.sshdconf import under
-
-    store = raw_policy(policy_path).get("store")
-    if not isinstance(store, dict) or store.get("backend") != "postgresql":
-        return []
-    pg = store.get("postgresql")
-    given = pg.get("socket") if isinstance(pg, dict) else None
-    path = given if isinstance(given, str) else FLEETD_SOCKET
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(2)
-        try:
-            sock.connect(under(root, path))
-            return []
-        except OSError as exc:
-            why = exc.strerror or str(exc)
-    return [Finding("fleet", ERROR, f"store.backend is postgresql but the fleet daemon's "
-                    f"socket {path} does not answer ({why}): enrolled and required users "
-                    "are refused", "systemctl enable --now twofa-fleetd (twofa-fleetd "
-                    "--policy FILE in the foreground to see why)", policy_path)]
 
 
 def check_mail(policy: Policy | None, address: str) -> list[Finding]:

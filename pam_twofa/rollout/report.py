@@ -15,15 +15,11 @@ import grp
 import pwd
 from dataclasses import dataclass, field
 
-from pam_twofa import verify
-from pam_twofa.errors import StateError
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
     from pam_twofa.policy import Policy
-    from pam_twofa.state import UserState
     from pam_twofa.store import Store
 
 BLOCKING = ("grace-over", "no-grace", "state-error")
@@ -116,52 +112,54 @@ def why_required(policy: Policy, name: str, uid: int, groups: set[str]) -> str:
     return "group " + ",".join(sorted(groups & set(m.groups)))
 
 
-def standing(policy: Policy, state: UserState | None, now: float) -> dict[str, Any]:
-    """A required user's status: enrolled, grace (until), grace-not-started,
-    grace-over, no-grace (mode deny or grace_days 0), inline; lock and suspension."""
+def standing(policy: Policy, state: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    """A required user's status from its ``Store.standings`` row (None: no state):
+    enrolled, grace (until), grace-not-started, grace-over, no-grace (mode deny or
+    grace_days 0), inline; lock and suspension."""
     row: dict[str, Any] = {"status": "", "grace_until": None, "locked_until": None,
                            "suspended": False, "last_login": None}
     if state is not None:
-        row["locked_until"] = verify.locked_until(state, now)
-        row["suspended"] = getattr(state, "suspended", None) is not None
-        row["last_login"] = state.last_success
+        row["locked_until"] = state["locked_until"]
+        row["suspended"] = state["suspended"]
+        row["last_login"] = state["last_success"]
     e = policy.enrollment
-    if state is not None and state.enrolled:
+    if state is not None and state["enrolled"]:
         row["status"] = "enrolled"
     elif e.mode == "inline":
         row["status"] = "inline"
     elif e.mode == "deny" or e.grace_days == 0:
         row["status"] = "no-grace"
-    elif state is None or state.first_seen is None:
+    elif state is None or state["first_seen"] is None:
         row["status"] = "grace-not-started"
     else:
-        until = state.first_seen + e.grace_days * 86400
+        until = state["first_seen"] + e.grace_days * 86400
         row["grace_until"] = until
         row["status"] = "grace" if now < until else "grace-over"
     return row
 
 
 def build(policy: Policy, store: Store, now: float) -> dict[str, Any]:
-    stored = store.users()
-    acc = scan(policy, stored)
-    have = set(stored)
+    """The report: NSS's accounts against ``store.standings`` (one read of every
+    user's state: the files, or one query on the fleet)."""
+    states = store.standings(now)
+    acc = scan(policy, sorted(states))
     rows = []
     for name in sorted(acc.uids):
         uid, groups = acc.uids[name], acc.groups.get(name, set())
         if not policy.mandatory.requires(name, uid, frozenset(groups)):
             continue
-        try:
-            state = store.load(name) if name in have else None
-            row = standing(policy, state, now)
-        except StateError as exc:
-            row = {"status": "state-error", "error": exc.message, "grace_until": None,
+        state = states.get(name)
+        if state is not None and "error" in state:
+            row = {"status": "state-error", "error": state["error"], "grace_until": None,
                    "locked_until": None, "suspended": False, "last_login": None}
+        else:
+            row = standing(policy, state, now)
         row.update(user=name, uid=uid, required_by=why_required(policy, name, uid, groups))
         row["blocked"] = (row["status"] in BLOCKING or row["locked_until"] is not None
                           or row["suspended"])
         rows.append(row)
     enrolled_not_required = sum(
-        1 for n in have - {r["user"] for r in rows} if n in acc.uids)
+        1 for n in set(states) - {r["user"] for r in rows} if n in acc.uids)
     return {"users": rows, "summary": summary(rows, enrolled_not_required),
             "enumeration": {"complete": acc.complete, "notes": acc.notes},
             "scope": policy.mandatory.scope}

@@ -66,13 +66,15 @@ def email(admin: Admin, user: str, address: str | None, clear: bool) -> None:
     """Set USER's security email to ADDRESS (verified), or remove it with --clear."""
 
     def body() -> None:
-        from pam_twofa.mail import mailer, security_email
+        from pam_twofa.errors import NotEnrolled
+        from pam_twofa.mail import mailer
         from pam_twofa.store import validate_user_name
 
         validate_user_name(user)
         if clear == (address is not None):
             raise UsageError("give either ADDRESS or --clear")
-        security_email.set_by_admin(user, address, admin.store)
+        if not admin.store.set_email(user, address):
+            raise NotEnrolled(f"{user} has no 2FA state")
         admin.audit("email-clear" if clear else "email-set", user)
         if clear:
             click.echo(f"{user}: security email removed.")
@@ -89,10 +91,9 @@ def email_of(admin: Admin, user: str) -> str | None:
     from pam_twofa.errors import TwofaError
 
     try:
-        state = admin.store.load(user)
+        return admin.store.security_email(user)
     except TwofaError:
         return None
-    return state.email if state is not None else None
 
 
 def notify_reset(admin: Admin, user: str, address: str | None) -> None:

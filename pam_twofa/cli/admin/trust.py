@@ -29,7 +29,8 @@ def trust_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_admin
 def trust_list(admin: Admin, user: str, as_json: bool) -> None:
-    """Show USER's trusted devices (id, IP, key fingerprint, expiry, last use)."""
+    """Show USER's trusted devices (id, IP, key fingerprint, expiry, last use; on the
+    fleet store every host's, with the host)."""
 
     def body() -> None:
         validate_user_name(user)
