@@ -58,7 +58,7 @@ class Issued(Record):
 
     code: str
     address: str
-    expires: float
+    ttl: int  # seconds it is valid from now (the fleet's own setting there)
 
 
 def refused(reason: str, until: float | None = None) -> Verdict:
@@ -165,7 +165,7 @@ def reserve(st: UserState, policy: Policy, now: float) -> Verdict | Issued:
         return refused(exc.reason)
     code = new_code(policy.emergency.code_digits)
     st.emergency = seal(code, now, policy.emergency.ttl_seconds)
-    return Issued(code=code, address=st.email or "", expires=st.emergency["expires"])
+    return Issued(code=code, address=st.email or "", ttl=policy.emergency.ttl_seconds)
 
 
 def login(request: Request, user: str, policy: Policy, store: Store, clock: Clock,
@@ -177,7 +177,7 @@ def login(request: Request, user: str, policy: Policy, store: Store, clock: Cloc
     if isinstance(issued, Verdict):  # no conversation under the lock: said after it
         conv.error(issued.message or "")
         return Decision(outcome=Outcome.REFUSE, reason=issued.reason)
-    minutes = max(1, round(issued.expires - now) // 60)  # the store's ttl (the fleet's)
+    minutes = max(1, issued.ttl // 60)
     sent, said = notifier.send_code(user, issued.address, issued.code, minutes=minutes,
                                     client=request.client(), now=now)
     if not sent:

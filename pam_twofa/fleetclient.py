@@ -126,7 +126,7 @@ def new_recovery_codes(socket_path: str, timeout: float, user: str,
 
 def emergency_begin(socket_path: str, timeout: float, user: str) -> dict[str, Any]:
     """A new emergency code for this host to mail (voids the last one): ``ok``: ``code``,
-    ``email``, ``expires``; else ``no-email``, ``email-changed`` (``until``),
+    ``email``, ``expires``, ``ttl_seconds``; else ``no-email``, ``email-changed`` (``until``),
     ``send-limit``, ``locked``, ``suspended``, ``not-enrolled``."""
     return request(socket_path, timeout, "emergency_begin", user=user)
 

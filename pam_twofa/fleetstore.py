@@ -160,7 +160,7 @@ class FleetStore(Store):
         result, code, address = got.get("result"), got.get("code"), got.get("email")
         if result == "ok" and type(code) is str and code.isdigit() and type(address) is str:
             return emergency.Issued(code=code, address=address,
-                                    expires=_num(got.get("expires")) or now)
+                                    ttl=_int(got.get("ttl_seconds"), 60))
         if result in ("not-enrolled", "no-email", "email-changed"):
             return emergency.refused(str(result), _num(got.get("until")))
         if result == "send-limit":

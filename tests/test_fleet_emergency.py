@@ -197,11 +197,13 @@ def test_wrong_codes_on_two_hosts_add_up_to_one_lock(fleet_db: FleetDb, hosts: l
 def test_hourly_send_limit_is_fleet_wide(fleet_db: FleetDb, hosts: list[Host],
                                          mail: MailServer) -> None:
     h1, h2 = hosts
-    fleet_db.settings(max_sends_per_hour=2)
+    fleet_db.settings(max_sends_per_hour=2, emergency_ttl_seconds=120)
     with_address(fleet_db)
     for n, host in ((1, h1), (2, h2)):
         res, _code = emergency_login(host, mail, n, answer=other)
         assert res.rc != 0 and "bad-emergency-code" in reason(res)
+        assert "it is valid for 2 minutes" in output(res)  # the fleet's ttl, not the host's
+        assert "valid for 2 minutes" in mail.received[n - 1].body
     for host in (h1, h2):  # two sends from two hosts: the fleet's hour is used up
         res = host.env.pamtester("svc", "alice", ["secret", "email"])
         assert res.rc != 0 and reason(res) == "refused reason=mail-send-limit", res
@@ -305,7 +307,8 @@ def test_init_upgrades_version_1_and_copies_the_emergency_settings(fleet_db: Fle
     with_address(fleet_db, "nina", "n@example.org")
     h1, h2 = fleet_db.connect("host1"), fleet_db.connect("host2")
     got = fleet_db.call(h1, "SELECT twofa_api.emergency_begin('nina')")
-    assert len(got["code"]) == 6 and 290 < got["expires"] - time.time() <= 300
+    assert len(got["code"]) == 6 and got["ttl_seconds"] == 300
+    assert 290 < got["expires"] - time.time() <= 300
     use = "SELECT twofa_api.emergency_check('nina', %s)"
     assert fleet_db.call(h2, use, got["code"])["result"] == "bad-emergency-code"
     assert fleet_db.call(h1, use, got["code"])["result"] == "emergency-code"

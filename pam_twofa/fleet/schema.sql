@@ -587,7 +587,8 @@ BEGIN
     WHERE name = p_user;
     RETURN jsonb_build_object('result', 'ok', 'code', code, 'email', u.email,
                               'expires', twofa.epoch(t + make_interval(
-                                  secs => s.emergency_ttl_seconds)));
+                                  secs => s.emergency_ttl_seconds)),
+                              'ttl_seconds', s.emergency_ttl_seconds);
 END $$;
 
 -- The emergency code typed: accepted once before it expires, on the host that asked
