@@ -159,8 +159,8 @@ class FleetStore(Store):
         got = self._ask("emergency_begin", user, enrolled=True)
         result, code, address = got.get("result"), got.get("code"), got.get("email")
         if result == "ok" and type(code) is str and code.isdigit() and type(address) is str:
-            return emergency.Issued(code=code, address=address,
-                                    ttl=_int(got.get("ttl_seconds"), 60))
+            ttl = _int(got.get("ttl_seconds"), policy.emergency.ttl_seconds)  # (schema 1)
+            return emergency.Issued(code=code, address=address, ttl=ttl)
         if result in ("not-enrolled", "no-email", "email-changed"):
             return emergency.refused(str(result), _num(got.get("until")))
         if result == "send-limit":
