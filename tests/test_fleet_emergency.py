@@ -259,6 +259,7 @@ def test_database_down_while_asking_refuses_in_time(
     ask.say(answer)
     res = ask.finish()
     took = time.monotonic() - started
+    print(f"database down at the {phase} prompt: refused in {took:.2f} s")
     assert took < TIMEOUT + 0.5, (took, res)
     assert res.rc != 0 and OFFLINE in output(res), res
     assert reason(res) == "refused reason=offline enrolled=yes"
