@@ -11,8 +11,10 @@ The hash is PBKDF2-HMAC-SHA256 with a 16-byte random salt and ``ITERATIONS``
 rounds: a short-lived, single-use, rate-limited code needs no memory-hard hash,
 and ~10 ms keeps the check cheap for the login while a copied state file is
 still no code list. Loaded only when a user answers ``email`` at the prompt (the
-core decides whether to offer it, without this module or the mailer). The code
-goes out through the notifier the core was given (mail in production).
+core decides whether to offer it, without this module or the mailer). The store
+makes the code (``Store.emergency_reserve``: ``reserve`` here for the file store;
+on the fleet the database makes it, keeps a MAC and counts the sends fleet-wide);
+it goes out through the notifier the core was given (mail in production).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pam_twofa.login import (
     lock_notices,
     offers_email,
 )
+from pam_twofa.record import Record
 from pam_twofa.verify import Verdict
 
 TYPE_CHECKING = False
@@ -43,6 +46,29 @@ HOUR = 3600.0
 EMERGENCY_PROMPT = "Emergency code: "
 MSG_LIMIT = ("Too many codes were mailed to you in the last hour; try again later "
              "or contact your administrator.")
+MSG_NOT_ENROLLED = "Two-factor authentication is not set up for your account."
+MSG_NO_EMAIL = "No verified security email is set for your account."
+MSG_EMPTY = "No emergency code was entered."
+MSG_BAD = "Wrong or expired emergency code."
+
+
+class Issued(Record):
+    """A new emergency code for the caller to mail: made by the store (the file store:
+    ``new_code``; the fleet: the database), which keeps only a hash or MAC of it."""
+
+    code: str
+    address: str
+    ttl: int  # seconds it is valid from now (the fleet's own setting there)
+
+
+def refused(reason: str, until: float | None = None) -> Verdict:
+    """A refusal to mail a code, worded by its token (both backends): ``not-enrolled``,
+    ``no-email``, ``email-changed`` (held ``until``), ``mail-send-limit``."""
+    if reason == "email-changed":
+        return Verdict(reason, held_message(until or 0.0))
+    message = {"not-enrolled": MSG_NOT_ENROLLED, "no-email": MSG_NO_EMAIL,
+               SendLimit.reason: MSG_LIMIT}[reason]
+    return Verdict(reason, message)
 
 
 def offered(policy: Policy, state: UserState, now: float | None = None) -> bool:
@@ -126,33 +152,33 @@ def reserve_send(state: UserState, policy: Policy, now: float, kind: str = "emer
     setattr(state, field, [*recent, now])
 
 
-def reserve(st: UserState, policy: Policy, code: str, now: float) -> Verdict | None:
-    """Under the user's lock: count one mail and seal ``code`` as the one live
-    emergency code (voiding the last), or the refusal (locked, suspended, no
+def reserve(st: UserState, policy: Policy, now: float) -> Verdict | Issued:
+    """Under the user's lock: count one mail and make a new code, sealed as the one
+    live emergency code (voiding the last); or the refusal (locked, suspended, no
     address, held after a change of address, hourly limit)."""
-    refused = _refusal(st, now) or _held(st, policy, now)
-    if refused is not None:
-        return refused
+    refusal = _refusal(st, now) or _held(st, policy, now)
+    if refusal is not None:
+        return refusal
     try:
         reserve_send(st, policy, now)
     except SendLimit as exc:
-        return Verdict(exc.reason, exc.message)
+        return refused(exc.reason)
+    code = new_code(policy.emergency.code_digits)
     st.emergency = seal(code, now, policy.emergency.ttl_seconds)
-    return None
+    return Issued(code=code, address=st.email or "", ttl=policy.emergency.ttl_seconds)
 
 
 def login(request: Request, user: str, policy: Policy, store: Store, clock: Clock,
           notifier: Notifier) -> Decision:
     """The user answered ``email``: mail a new code, then ask for it."""
     conv = request.conversation
-    code = new_code(policy.emergency.code_digits)
     now = clock.now()
-    refused, address = store.emergency_reserve(user, policy, code, now)
-    if refused is not None:  # no conversation under the lock: said after it
-        conv.error(refused.message or "")
-        return Decision(outcome=Outcome.REFUSE, reason=refused.reason)
-    minutes = max(1, policy.emergency.ttl_seconds // 60)
-    sent, said = notifier.send_code(user, address, code, minutes=minutes,
+    issued = store.emergency_reserve(user, policy, now)  # the store makes the code
+    if isinstance(issued, Verdict):  # no conversation under the lock: said after it
+        conv.error(issued.message or "")
+        return Decision(outcome=Outcome.REFUSE, reason=issued.reason)
+    minutes = max(1, issued.ttl // 60)
+    sent, said = notifier.send_code(user, issued.address, issued.code, minutes=minutes,
                                     client=request.client(), now=now)
     if not sent:
         conv.error(f"The emergency code could not be mailed ({said.removeprefix('mail-')}); "
@@ -168,29 +194,28 @@ def login(request: Request, user: str, policy: Policy, store: Store, clock: Cloc
 
 def _refusal(st: UserState, now: float) -> Verdict | None:
     if not st.enrolled:
-        return Verdict("not-enrolled", "Two-factor authentication is not set up for your "
-                       "account.")
-    refused = verify.refusal(st, now)
-    if refused is not None:
-        return refused
+        return refused("not-enrolled")
+    refusal = verify.refusal(st, now)
+    if refusal is not None:
+        return refusal
     if not st.email:
-        return Verdict("no-email", "No verified security email is set for your account.")
+        return refused("no-email")
     return None
 
 
 def _held(st: UserState, policy: Policy, now: float) -> Verdict | None:
     until = held_until(policy, st, now)
-    return None if until is None else Verdict("email-changed", held_message(until))
+    return None if until is None else refused("email-changed", until)
 
 
 def check_sealed(st: UserState, answer: str, policy: Policy, now: float) -> Verdict:
     """Under the user's lock: ``emergency-code`` when ``answer`` is the live code (used
     up), else a refusal or a counted failure (``bad-emergency-code``)."""
-    refused = _refusal(st, now)
-    if refused is not None:
-        return refused
+    refusal = _refusal(st, now)
+    if refusal is not None:
+        return refusal
     if not answer.strip():  # no guess: not counted (as at the code prompt)
-        return Verdict("empty", "No emergency code was entered.")
+        return Verdict("empty", MSG_EMPTY)
     if matches(st.emergency, answer, now):
         st.emergency = None  # accepted once
         verify.record_success(st, now)
@@ -199,8 +224,7 @@ def check_sealed(st: UserState, answer: str, policy: Policy, now: float) -> Verd
         return verdict
     if st.emergency and not now < float(st.emergency.get("expires", 0)):
         st.emergency = None  # expired: no use keeping it
-    return verify.failed(st, policy, now, "Wrong or expired emergency code.",
-                         "bad-emergency-code")
+    return verify.failed(st, policy, now, MSG_BAD, "bad-emergency-code")
 
 
 def check(request: Request, user: str, answer: str, policy: Policy, store: Store,

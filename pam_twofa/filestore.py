@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
+    from pam_twofa.emergency import Issued
     from pam_twofa.login import Clock
     from pam_twofa.paths import Paths
     from pam_twofa.policy import Policy
@@ -154,12 +155,11 @@ class FileStore(Store):
                 return None
             return trust.add(st, binding, policy.trusted_devices, now), st.email
 
-    def emergency_reserve(self, user: str, policy: Policy, code: str, now: float,
-                          ) -> tuple[Verdict | None, str]:
+    def emergency_reserve(self, user: str, policy: Policy, now: float) -> Verdict | Issued:
         from pam_twofa import emergency
 
         with self.update(user) as st:
-            return emergency.reserve(st, policy, code, now), st.email or ""
+            return emergency.reserve(st, policy, now)
 
     def emergency_check(self, user: str, answer: str, policy: Policy, now: float) -> Verdict:
         from pam_twofa import emergency

@@ -99,8 +99,9 @@ def first_seen(socket_path: str, timeout: float, user: str) -> dict[str, Any]:
 
 
 def status(socket_path: str, timeout: float, user: str) -> dict[str, Any]:
-    """``enrolled``, ``email`` (bool), ``failures``, ``suspended``, ``locked_until``,
-    ``first_seen``, ``recovery_codes`` (count), ``devices`` (on this host); no secret."""
+    """``enrolled``, ``email`` (bool: never the address), ``email_changed_at`` (epoch or
+    None), ``failures``, ``suspended``, ``locked_until``, ``first_seen``,
+    ``recovery_codes`` (count), ``devices`` (on this host); no secret."""
     return request(socket_path, timeout, "status", user=user)
 
 
@@ -125,7 +126,7 @@ def new_recovery_codes(socket_path: str, timeout: float, user: str,
 
 def emergency_begin(socket_path: str, timeout: float, user: str) -> dict[str, Any]:
     """A new emergency code for this host to mail (voids the last one): ``ok``: ``code``,
-    ``email``, ``expires``; else ``no-email``, ``email-changed`` (``until``),
+    ``email``, ``expires``, ``ttl_seconds``; else ``no-email``, ``email-changed`` (``until``),
     ``send-limit``, ``locked``, ``suspended``, ``not-enrolled``."""
     return request(socket_path, timeout, "emergency_begin", user=user)
 
@@ -133,7 +134,8 @@ def emergency_begin(socket_path: str, timeout: float, user: str) -> dict[str, An
 def emergency_check(socket_path: str, timeout: float, user: str,
                     answer: str) -> dict[str, Any]:
     """The emergency code typed: ``emergency-code`` (``email``: the address to notify)
-    once; else ``bad-emergency-code`` counted like ``check_code``'s ``bad-code``."""
+    once, on the host that asked for it; ``no-answer`` (empty, not counted); else
+    ``bad-emergency-code`` counted like ``check_code``'s ``bad-code``."""
     return request(socket_path, timeout, "emergency_check", user=user, answer=answer)
 
 

@@ -35,6 +35,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from pam_twofa.emergency import Issued
     from pam_twofa.policy import Policy
     from pam_twofa.trust import Binding
     from pam_twofa.verify import Verdict
@@ -79,9 +80,12 @@ class FleetStore(Store):
             return None
         # ``trusted``: this host has a live device of the user; skip_trusted then asks
         # the database whether one matches this binding (and records its use).
-        # No emergency code by mail yet: ``email`` stays False so none is offered.
+        # ``email``: whether an address is set (never the address: that comes only
+        # with a code to mail); ``email_changed_at`` starts the core's hold.
         return LoginView(enrolled=st.get("enrolled") is True, digits=_int(st.get("digits"), 6),
-                         email=False, first_seen=_num(st.get("first_seen")),
+                         email=st.get("email") is True,
+                         email_changed_at=_num(st.get("email_changed_at")),
+                         first_seen=_num(st.get("first_seen")),
                          locked_until=_num(st.get("locked_until")) or 0.0,
                          suspended=st.get("suspended") is True,
                          trusted=binding is not None and _int(st.get("devices"), 0) > 0)
@@ -147,12 +151,40 @@ class FleetStore(Store):
         email = got.get("email")
         return record, email if type(email) is str else None
 
-    def emergency_reserve(self, user: str, policy: Policy, code: str, now: float,
-                          ) -> tuple[Verdict | None, str]:
-        raise FleetError("emergency codes by mail are not available with the fleet store yet")
+    def emergency_reserve(self, user: str, policy: Policy, now: float) -> Verdict | Issued:
+        from pam_twofa import emergency
+
+        # The database makes the code (its digits and ttl are the fleet's settings),
+        # keeps a MAC of it bound to this host, and counts the send fleet-wide.
+        got = self._ask("emergency_begin", user, enrolled=True)
+        result, code, address = got.get("result"), got.get("code"), got.get("email")
+        if result == "ok" and type(code) is str and code.isdigit() and type(address) is str:
+            ttl = _int(got.get("ttl_seconds"), policy.emergency.ttl_seconds)  # (schema 1)
+            return emergency.Issued(code=code, address=address, ttl=ttl)
+        if result in ("not-enrolled", "no-email", "email-changed"):
+            return emergency.refused(str(result), _num(got.get("until")))
+        if result == "send-limit":
+            return emergency.refused("mail-send-limit")
+        return refusal(got)
 
     def emergency_check(self, user: str, answer: str, policy: Policy, now: float) -> Verdict:
-        raise FleetError("emergency codes by mail are not available with the fleet store yet")
+        from pam_twofa import emergency
+        from pam_twofa.verify import Verdict
+
+        got = self._ask("emergency_check", user, answer[:MAX_ANSWER], enrolled=True)
+        result = got.get("result")
+        if result == "emergency-code":  # used up; the address: the notice that it was
+            verdict = Verdict("emergency-code")
+            email = got.get("email")
+            verdict.email = email if type(email) is str else None
+            return verdict
+        if result == "no-answer":
+            return Verdict("empty", emergency.MSG_EMPTY)
+        if result == "bad-emergency-code":
+            return failure(got, "bad-emergency-code", emergency.MSG_BAD)
+        if result == "not-enrolled":
+            return emergency.refused("not-enrolled")
+        return refusal(got)
 
     def enroll_inline(self, user: str, secret: str, answer: str, policy: Policy,
                       now: float) -> tuple[str, list[str]]:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from typing import Any
 
+    from pam_twofa.emergency import Issued
     from pam_twofa.policy import Policy
     from pam_twofa.state import UserState
     from pam_twofa.trust import Binding
@@ -71,11 +72,10 @@ class Store:
         None when the user is no longer enrolled."""
         raise NotImplementedError
 
-    def emergency_reserve(self, user: str, policy: Policy, code: str, now: float,
-                          ) -> tuple[Verdict | None, str]:
-        """Count a mail and seal ``code`` as the user's one emergency code
-        (``emergency.reserve``): (a refusal or None, the address to mail it to).
-        The code is sealed (hashed) before it is stored; the caller mails it."""
+    def emergency_reserve(self, user: str, policy: Policy, now: float) -> Verdict | Issued:
+        """Count a mail and make the user's one emergency code (``emergency.reserve``;
+        the fleet's database makes its own): the code, the address to mail it to and
+        its expiry, or a refusal. Only a hash of the code is stored; the caller mails it."""
         raise NotImplementedError
 
     def emergency_check(self, user: str, answer: str, policy: Policy, now: float) -> Verdict:

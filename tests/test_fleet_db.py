@@ -299,11 +299,16 @@ def test_emergency_codes_once_budgeted_and_counted(fleet_db: FleetDb) -> None:
     assert fleet_db.call(h1, begin, "nina") == {"result": "send-limit"}
     wrong = fleet_db.call(h2, use, "nina", first["code"])
     assert wrong["result"] == "bad-emergency-code" and wrong["failures"] == 1
+    # live, but host1 asked for it: a host cannot mint codes for use elsewhere
+    elsewhere = fleet_db.call(h2, use, "nina", second)
+    assert elsewhere["result"] == "bad-emergency-code" and elsewhere["failures"] == 2
+    assert fleet_db.call(h1, use, "nina", " \t") == {"result": "no-answer"}  # not counted
+    assert fleet_db.row("nina")["failures"] == 2
     spaced = f"{second[:4]} {second[4:]}"
-    assert fleet_db.call(h2, use, "nina", spaced) == {"result": "emergency-code",
+    assert fleet_db.call(h1, use, "nina", spaced) == {"result": "emergency-code",
                                                       "email": "n@example.org"}
     assert fleet_db.row("nina")["failures"] == 0
-    assert fleet_db.call(h2, use, "nina", second)["result"] == "bad-emergency-code"  # once
+    assert fleet_db.call(h1, use, "nina", second)["result"] == "bad-emergency-code"  # once
     for _ in range(4):
         last = fleet_db.call(h1, use, "nina", "00000000")
     assert last["locked_until"] is not None and last["email_address"] == "n@example.org"

@@ -14,8 +14,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from pam_twofa.paths import Paths
-from tests.fleet_support import Daemon, FleetDb, daemons, fleet_db, fleet_template, start
+from tests.fleet_support import (
+    ADMIN,
+    Daemon,
+    FleetDb,
+    daemons,
+    fleet_db,
+    fleet_template,
+    start,
+)
 from tests.harness.pamenv import ENTRY_MODULE, PAM_MATRIX, PAM_SET_ITEMS, PamEnv, oathtool
 from tests.harness.syslock import system_lock
 from tests.harness.wait import wait_fresh_step
@@ -123,22 +133,29 @@ def test_trusted_devices_login_adds_only_trust(tw: PamEnv) -> None:
     assert len(LOGIN_MODULES | {"pam_twofa.trust"}) == 18
 
 
+@pytest.mark.parametrize("email", [False, True])
 def test_fleet_login_loads_no_database_driver(tw: PamEnv, fleet_db: FleetDb,
-                                               daemons: list[Daemon]) -> None:
+                                               daemons: list[Daemon], email: bool) -> None:
     """A TOTP login on the fleet store (``store.backend: postgresql``): the login path
     plus ``fleetstore`` and ``fleetclient``; no psycopg2, ssl, socket or json (one
-    JSON line over ``_socket`` to twofa-fleetd), nothing of ``pam_twofa.fleet``."""
+    JSON line over ``_socket`` to twofa-fleetd), nothing of ``pam_twofa.fleet``; with
+    a security email (the prompt offers a code by mail) no more than without."""
     out = _probe(tw)
     d = start(daemons, tw.root, "fleetd", fleet_db.server.dsn("host1"))
     tw.write_policy("mandatory: {scope: admins}\nstore:\n  backend: postgresql\n"
                     "  postgresql:\n    dsn: \"dbname=twofa\"\n"
-                    f"    socket: {d.socket}\n")
+                    f"    socket: {d.socket}\n"
+                    + ("smtp: {host: 127.0.0.1, port: 9, security: none}\n" if email else ""))
     secret = fleet_db.enroll("alice")
+    if email:
+        assert fleet_db.call(fleet_db.connect(ADMIN),
+                             "SELECT twofa_api.admin_set_email('alice', %s)", ADDRESS)
     assert tw.admin("policy", "check").returncode == 0  # compiles the policy cache
     wait_fresh_step()
     for at in (time.time(), time.time() + 30):  # the second: the cache, as every login
         res = tw.pamtester("probe", "alice", ["secret", oathtool(secret, at=int(at))])
         assert res.rc == 0 and "reason=ok" in "".join(res.log_lines), res
+        assert ("'email'" in res.stderr) is email, res
     names = set(out.read_text().split())
     # The fleet login does without the file store and its state record.
     fleet = LOGIN_MODULES - {"pam_twofa.filestore", "pam_twofa.state"} | {

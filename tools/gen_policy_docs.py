@@ -63,7 +63,13 @@ SECTION_DOCS: dict[str, str] = {
     ),
     "trusted_devices": "Skipping the code on a device the user chose to trust.",
     "smtp": "The mail server for security email (emergency codes and notifications).",
-    "emergency": "Emergency codes sent to the user's verified security email.",
+    "emergency": (
+        "Emergency codes sent to the user's verified security email. With store.backend "
+        "postgresql the fleet database makes each code with its own copy of code_digits, "
+        "ttl_seconds, max_sends_per_hour and after_email_change_hours (twofa-admin fleet "
+        "init copies them), counts the sends of all hosts together, and takes a code only "
+        "on the host that mailed it; enabled and smtp stay this host's."
+    ),
     "notifications": "Security mails to the user when something happens to their 2FA.",
     "clock": "The clock check (twofa-clockcheck): TOTP needs the host clock in sync.",
     "store": (

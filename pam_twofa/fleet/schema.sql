@@ -112,6 +112,8 @@ ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS emergency_mac bytea;
 ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS emergency_expires timestamptz;
 ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS sends timestamptz[] NOT NULL DEFAULT '{}';
 ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS email_changed_at timestamptz;
+-- The host that asked for the live emergency code: the only one that may take it.
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS emergency_host text;
 ALTER TABLE twofa.settings ADD COLUMN IF NOT EXISTS emergency_digits integer NOT NULL
     DEFAULT 8 CHECK (emergency_digits BETWEEN 6 AND 12);
 ALTER TABLE twofa.settings ADD COLUMN IF NOT EXISTS emergency_ttl_seconds integer NOT NULL
@@ -411,7 +413,9 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
     SELECT jsonb_build_object(
         'enrolled', coalesce(bool_or(u.enrolled), false),
         'digits', coalesce(max(u.digits), 6),  -- the code length (single-prompt mode)
-        'email', coalesce(bool_or(u.email IS NOT NULL), false),
+        'email', coalesce(bool_or(u.email IS NOT NULL), false),  -- never the address
+        'email_changed_at', CASE WHEN max(u.email_changed_at) IS NOT NULL
+                                 THEN twofa.epoch(max(u.email_changed_at)) END,
         'failures', coalesce(max(u.failures), 0),
         'suspended', coalesce(bool_or(u.suspended), false),
         'locked_until', CASE WHEN max(u.locked_until) > clock_timestamp()
@@ -540,7 +544,8 @@ END $$;
 
 -- The user asked for an emergency code by mail: a fresh code (voiding the last one),
 -- its MAC kept, the send counted against the hourly budget. The code and address go
--- to this host, which mails it.
+-- to this host, which mails it; only this host may take it (a compromised host gets
+-- codes that work on itself alone).
 CREATE OR REPLACE FUNCTION twofa_api.emergency_begin(p_user text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
 DECLARE
@@ -577,14 +582,17 @@ BEGIN
     UPDATE twofa.users SET sends = recent || t,
            emergency_mac = twofa.hmac(convert_to(p_user || ':' || code, 'UTF8'), s.pepper,
                                       'sha256'),
-           emergency_expires = t + make_interval(secs => s.emergency_ttl_seconds)
+           emergency_expires = t + make_interval(secs => s.emergency_ttl_seconds),
+           emergency_host = session_user
     WHERE name = p_user;
     RETURN jsonb_build_object('result', 'ok', 'code', code, 'email', u.email,
                               'expires', twofa.epoch(t + make_interval(
-                                  secs => s.emergency_ttl_seconds)));
+                                  secs => s.emergency_ttl_seconds)),
+                              'ttl_seconds', s.emergency_ttl_seconds);
 END $$;
 
--- The emergency code typed: accepted once before it expires; a wrong one is counted.
+-- The emergency code typed: accepted once before it expires, on the host that asked
+-- for it; a wrong one is counted (an empty answer is not).
 CREATE OR REPLACE FUNCTION twofa_api.emergency_check(p_user text, p_answer text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
@@ -601,7 +609,11 @@ BEGIN
     IF refused IS NOT NULL THEN
         RETURN refused;
     END IF;
+    IF btrim(coalesce(p_answer, ''), ' ' || chr(9)) = '' THEN
+        RETURN jsonb_build_object('result', 'no-answer');
+    END IF;
     IF u.emergency_mac IS NOT NULL AND t < u.emergency_expires AND code ~ '^[0-9]+$'
+       AND u.emergency_host = session_user
        AND u.emergency_mac = twofa.hmac(convert_to(p_user || ':' || code, 'UTF8'), s.pepper,
                                         'sha256') THEN
         UPDATE twofa.users SET emergency_mac = NULL, emergency_expires = NULL, failures = 0,
