@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from pam_twofa.policy import Policy
     from pam_twofa.store import Store
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Role names a host may have: what a certificate CN and pg_hba.conf take without quoting.
 HOST_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,62}")
 RESERVED = ("pg_", "twofa_", "postgres")
