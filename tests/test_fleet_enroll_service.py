@@ -21,7 +21,7 @@ from tests.enroll_support import (
     running_service,
     shown_secret,
 )
-from tests.fleet_support import FleetDb, check, daemons, fleet_db, fleet_template
+from tests.fleet_support import TIMEOUT, FleetDb, check, daemons, fleet_db, fleet_template
 from tests.harness.pamenv import oathtool
 from tests.harness.smtpd import CertAuthority, MailServer
 from tests.harness.wait import wait_fresh_step
@@ -235,3 +235,24 @@ def test_proof_without_grant_is_refused_by_the_database(fleet_db: FleetDb) -> No
     assert fleet_db.call(h2, "SELECT twofa_api.email_set('alice', 'm@evil.example')") == {
         "result": "no-pending"}
     assert fleet_db.call(h1, "SELECT twofa_api.disable('alice', %s)", grant) == {"result": "ok"}
+
+
+def test_unreachable_database_is_a_clear_refusal_in_time(fleet_db: FleetDb,
+                                                         hosts: list[Host]) -> None:
+    """The service answers ``offline`` within the daemon's timeout, changes nothing
+    and keeps serving; with no daemon at all, too."""
+    h1, _h2 = hosts
+    secret = fleet_db.enroll("alice")
+    with running_service(h1.env) as service:
+        fleet_db.server.stop("fast")
+        for _ in range(2):
+            started = time.monotonic()
+            shown = client(h1.env, service, ["status"], ALICE)
+            assert shown.returncode != 0, shown
+            assert "the fleet database cannot be reached" in shown.stderr, shown
+            begun = ask(h1, service, ALICE, op="begin", code=code_now(secret))
+            assert begun["error"] == "offline", begun
+            assert time.monotonic() - started < 2 * (TIMEOUT + 0.5) + 3
+            assert h1.daemon is not None
+            h1.daemon.stop()  # the second round: no daemon at all
+        assert service.alive()
