@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pam_twofa import totp
 from pam_twofa.mail import mailer
 from tests.enroll_support import (
     client,
@@ -256,3 +257,24 @@ def test_unreachable_database_is_a_clear_refusal_in_time(fleet_db: FleetDb,
             assert h1.daemon is not None
             h1.daemon.stop()  # the second round: no daemon at all
         assert service.alive()
+
+
+def test_reenrollment_begun_before_a_lock_does_not_lift_it(fleet_db: FleetDb) -> None:
+    """A re-enrollment's wrong confirming codes count as at a login; once locked or
+    suspended, finishing the re-enrollment is refused (the file store's rule)."""
+    fleet_db.settings(max_failures=2)
+    secret = fleet_db.enroll("alice")
+    h1 = fleet_db.connect("host1")
+    grant = check(fleet_db, h1, "alice", code_now(secret))["grant"]
+    begun = fleet_db.call(h1, "SELECT twofa_api.enroll_begin('alice', %s, 6, 30, 'SHA1')",
+                          grant)
+    new = totp.b32encode(bytes.fromhex(begun["secret"]))
+    finish = "SELECT twofa_api.enroll_finish('alice', %s)"
+    first = fleet_db.call(h1, finish, wrong_code(new))
+    assert first["result"] == "bad-code" and first["failures"] == 1, first
+    assert fleet_db.call(h1, finish, wrong_code(new))["locked_until"] is not None
+    locked = fleet_db.call(h1, finish, code_now(new))
+    assert locked["result"] == "locked", locked
+    assert fleet_db.row("alice")["lock_level"] == 1
+    refused = check(fleet_db, h1, "alice", code_now(new))
+    assert refused["result"] == "locked"  # the old secret is still the one, and locked

@@ -799,16 +799,27 @@ $$;
 
 -- Finish an enrollment begun on this host (enroll_confirm) and, in the same
 -- transaction, the user's ten new recovery codes; what the re-enrollment revoked.
+-- An enrolled user's re-enrollment is refused while locked or suspended (begun
+-- before: it must not lift them), and a wrong code counts as at a login.
 CREATE OR REPLACE FUNCTION twofa_api.enroll_finish(p_user text, p_code text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
 DECLARE
+    t timestamptz := clock_timestamp();
+    s twofa.settings;
     u twofa.users;
     n integer;
     got jsonb;
 BEGIN
+    SELECT * INTO s FROM twofa.settings;
     SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    IF u.enrolled AND twofa.refusal(u, t) IS NOT NULL THEN
+        RETURN twofa.refusal(u, t);
+    END IF;
     SELECT count(*) INTO n FROM twofa.devices WHERE user_name = p_user;
     got := twofa_api.enroll_confirm(p_user, p_code);
+    IF got->>'result' = 'bad-code' AND u.enrolled THEN
+        RETURN twofa.count_failure(p_user, t, s, 'bad-code');
+    END IF;
     IF got->>'result' <> 'ok' THEN
         RETURN got;
     END IF;
