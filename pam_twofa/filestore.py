@@ -287,4 +287,3 @@ class FileStore(Store):
         with self.update(user) as st:
             verify.unlock(st)
         return True
-
