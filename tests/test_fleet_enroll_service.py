@@ -22,7 +22,16 @@ from tests.enroll_support import (
     running_service,
     shown_secret,
 )
-from tests.fleet_support import TIMEOUT, FleetDb, check, daemons, fleet_db, fleet_template
+from tests.fleet_support import (
+    TIMEOUT,
+    Daemon,
+    FleetDb,
+    check,
+    daemons,
+    fleet_db,
+    fleet_template,
+    start,
+)
 from tests.harness.pamenv import oathtool
 from tests.harness.smtpd import CertAuthority, MailServer
 from tests.harness.wait import wait_fresh_step
@@ -72,6 +81,12 @@ def test_reenroll_needs_a_proof_counted_fleet_wide_and_voids_the_old_secret(
         fleet_db: FleetDb, hosts: list[Host]) -> None:
     h1, h2 = hosts
     old = fleet_db.enroll("alice")
+    fleet_db.call(fleet_db.connect("fleetadmin"),
+                  "SELECT twofa_api.admin_set_recovery_codes('alice', %s)", ["1" * 10])
+    conn = fleet_db.connect("host2")  # a device trusted on host2, revoked by re-enrolling
+    grant = fleet_db.call(conn, "SELECT twofa_api.prove('alice', %s)", "1" * 10)["grant"]
+    assert fleet_db.call(conn, "SELECT twofa_api.add_device('alice', %s, 'sshd', "
+                               "'192.0.2.9', NULL)", grant)["result"] == "ok"
     with running_service(h1.env) as service:
         assert ask(h1, service, ALICE, op="begin")["error"] == "code-needed"
         assert ask(h1, service, ALICE, op="recovery-codes")["error"] == "code-needed"
@@ -91,7 +106,10 @@ def test_reenroll_needs_a_proof_counted_fleet_wide_and_voids_the_old_secret(
         proc.send(code_now(new))
         rc, out = proc.finish()
         assert rc == 0 and "Two-factor authentication is on." in out, out
+        assert "1 trusted device revoked" in out, out
     assert fleet_db.row("alice")["failures"] == 0
+    assert fleet_db.call(fleet_db.connect("fleetadmin"),
+                         "SELECT twofa_api.admin_devices('alice')") == []
     refused = h2.login("alice", later(old))
     assert refused.rc != 0 and "reason=bad-code" in log_text(refused), refused
     ok = h2.login("alice", later(new))
@@ -151,17 +169,17 @@ def srv(ca: CertAuthority) -> Iterator[MailServer]:
 
 
 def test_security_email_on_the_fleet(fleet_db: FleetDb, hosts: list[Host],
-                                     ca: CertAuthority, srv: MailServer,
-                                     tmp_path: Path) -> None:
+                                     daemons: list[Daemon], ca: CertAuthority,
+                                     srv: MailServer, tmp_path: Path) -> None:
     h1, _h2 = hosts
     password = tmp_path / "smtp-password"
     password.write_text("hunter2\n")
     password.chmod(0o600)
     assert h1.daemon is not None
-    h1.env.write_policy(policy(h1.daemon.socket, (
-        f"smtp: {{host: localhost, port: {srv.port}, username: bob, "
-        f"password_file: {password}, ca_file: {ca.ca_file}, timeout_seconds: 2}}\n"
-        "emergency: {max_sends_per_hour: 3}\n")))
+    extra = (f"smtp: {{host: localhost, port: {srv.port}, username: bob, "
+             f"password_file: {password}, ca_file: {ca.ca_file}, timeout_seconds: 2}}\n"
+             "emergency: {max_sends_per_hour: 3}\n")
+    h1.env.write_policy(policy(h1.daemon.socket, extra))
     h1.env.policy.chmod(0o644)
     secret = fleet_db.enroll("alice")
     proofs = [f"{i}" * 10 for i in range(1, 4)]  # recovery codes: no wait for a fresh step
@@ -217,7 +235,18 @@ def test_security_email_on_the_fleet(fleet_db: FleetDb, hosts: list[Host],
         d = client(h1.env, service, ["email", "y@example.org", "--no-wait"], ALICE,
                    input=proofs[2] + "\n")
         assert d.returncode != 0 and "Too many codes were mailed" in d.stderr, d
-    assert len(srv.wait(4)) == 4
+        x_code = code_in(srv, 4)
+        # the daemon gone: email-verify fails offline and the waiting address stays
+        h1.daemon.stop()
+        off = client(h1.env, service, ["email-verify", x_code], ALICE)
+        assert off.returncode != 0 and "cannot be reached" in off.stderr, off
+        # a new daemon (another socket: the policy in force is read at each request)
+        d2 = start(daemons, tmp_path, "host1-again", fleet_db.server.dsn("host1"))
+        h1.env.write_policy(policy(d2.socket, extra))
+        ok = client(h1.env, service, ["email-verify", x_code], ALICE)
+        assert ok.returncode == 0, ok
+        assert srv.wait(5)[4].rcpt_tos == ["new@example.org"]  # the old address is told
+    assert len(srv.received) == 5
     left = fleet_db.call(fleet_db.connect(), "SELECT count(*) FROM twofa.recovery_codes")
     assert left == 1  # the refusal came before the proof: proofs[2] still works
 

@@ -193,13 +193,15 @@ class FleetHostStore(FleetStore):
         from pam_twofa.mail import security_email
 
         enrolled = self.enrolled(user)
-        with self.local.update(user) as st:
-            problem, address = security_email.settle(st, code, now, enrolled=enrolled)
-        done: dict[str, Any] = {"problem": problem, "old": None, "email": None,
+        done: dict[str, Any] = {"problem": None, "old": None, "email": None,
                                 "held_until": None}
-        if address is None:
-            return done
-        got = self.request("email_set", user, address=address)
+        # The database is asked under this host's lock: offline raises, and the
+        # waiting address stays as it was (no try counted, nothing lost).
+        with self.local.update(user) as st:
+            done["problem"], address = security_email.settle(st, code, now, enrolled=enrolled)
+            if address is None:
+                return done
+            got = self.request("email_set", user, address=address)
         if got.get("result") != "ok":
             done["problem"] = EMAIL_PROBLEMS.get(str(got.get("result")), "refused")
             return done
