@@ -129,6 +129,13 @@ def revoked(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def grace_until(policy: Policy, enrolled: bool, first_seen: float | None) -> float | None:
+    """When a user not enrolled must be (``enrollment.grace_days`` after first seen)."""
+    if enrolled or first_seen is None:
+        return None
+    return first_seen + policy.enrollment.grace_days * 86400
+
+
 def status(state: UserState | None, now: float) -> dict[str, Any]:
     """What ``status`` commands show of a user: never the secret or codes."""
     if state is None:

@@ -180,6 +180,43 @@ class FileStore(Store):
 
         return enrollment.status(self.load(user), now)
 
+    def account(self, user: str, policy: Policy, now: float) -> dict[str, Any]:
+        from pam_twofa import emergency, enrollment
+        from pam_twofa.mail import security_email
+
+        st = self.load(user)
+        info = enrollment.status(st, now)
+        info.update(security_email.masked(st, now),
+                    grace_until=None if st is None else enrollment.grace_until(
+                        policy, st.enrolled, st.first_seen),
+                    pending=st is not None and enrollment.pending_secret(st, now) is not None,
+                    emergency_held_until=None if st is None else emergency.held_until(
+                        policy, st, now))
+        return info
+
+    def email_start(self, user: str, address: str, code: str, proof: str | None,
+                    policy: Policy, now: float) -> str:
+        from pam_twofa import enrollment
+        from pam_twofa.mail import security_email
+
+        with self.update(user) as st:
+            def claim(proof: str | None) -> str:
+                return "new" if proof is None else enrollment.check_code(st, proof, policy, now)
+
+            return security_email.name_address(st, address, code, proof, policy, now,
+                                               enrolled=st.enrolled, claim=claim)
+
+    def email_confirm(self, user: str, code: str, policy: Policy, now: float,
+                      ) -> dict[str, Any]:
+        from pam_twofa import emergency
+        from pam_twofa.mail import security_email
+
+        with self.update(user) as st:
+            problem, address = security_email.settle(st, code, now, enrolled=st.enrolled)
+            old = None if address is None else security_email.change(st, address, now)
+            return {"problem": problem, "old": old, "email": st.email,
+                    "held_until": emergency.held_until(policy, st, now)}
+
     def begin_enrollment(self, user: str, proof: str | None, policy: Policy,
                          now: float) -> tuple[str, str | None]:
         from pam_twofa import enrollment

@@ -16,6 +16,7 @@ from pam_twofa.errors import PolicyError, TwofaError, UsageError
 from pam_twofa.login import ClockHint, Conversation, Notifier
 from pam_twofa.paths import Paths
 from pam_twofa.record import Record
+from pam_twofa.store import fleet_socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -166,9 +167,9 @@ def has_publickey(auth_info: str | None) -> bool:
 
 
 def open_store(policy: Policy, options: Options, login: _Login, clock: Clock) -> Store:
-    """This host's files, or the fleet through ``twofa-fleetd`` (``store.backend``).
-    ``failmode=safe`` is refused with the fleet (a dead database must not let all in)."""
-    if policy.store.backend != "postgresql":
+    """This host's files or the fleet (``store.fleet_socket``); ``failmode=safe`` is
+    refused with the fleet (a dead database must not let everyone in)."""
+    if (fleet := fleet_socket(policy)) is None:
         from pam_twofa.filestore import FileStore
 
         return FileStore(options.paths, clock)
@@ -176,8 +177,7 @@ def open_store(policy: Policy, options: Options, login: _Login, clock: Clock) ->
         login.failmode = "secure"
         raise UsageError("failmode=safe is not allowed with store.backend: postgresql")
     from pam_twofa.fleetstore import FleetStore
-
-    return FleetStore(policy.store.postgresql.socket, policy.store.postgresql.timeout_seconds)
+    return FleetStore(*fleet)
 
 
 def authenticate(pamh: PamHandle, flags: int, argv: list[str]) -> int:

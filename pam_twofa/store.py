@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from pam_twofa.trust import Binding
     from pam_twofa.verify import Verdict
 
-__all__ = ["MAX_NAME_BYTES", "LoginView", "Store", "validate_user_name"]
+__all__ = ["MAX_NAME_BYTES", "LoginView", "Store", "fleet_socket", "validate_user_name"]
 
 
 class Store:
@@ -93,6 +93,26 @@ class Store:
 
     def status(self, user: str, now: float) -> dict[str, Any]:
         """What status commands show (``enrollment.status``): never a secret."""
+        raise NotImplementedError
+
+    def account(self, user: str, policy: Policy, now: float) -> dict[str, Any]:
+        """What ``twofa-enroll status`` shows its owner: ``status`` and ``grace_until``,
+        ``pending``, ``email``/``email_pending`` (masked), ``emergency_held_until``."""
+        raise NotImplementedError
+
+    def email_start(self, user: str, address: str, code: str, proof: str | None,
+                    policy: Policy, now: float) -> str:
+        """Name ``address`` as the security email, waiting for ``code`` (mailed by the
+        caller, kept sealed) (``security_email.name_address``): ``new``/``ok``/
+        ``recovery``, or ``code-needed`` or a refusal; ``SendLimit`` when over the
+        hourly verification budget."""
+        raise NotImplementedError
+
+    def email_confirm(self, user: str, code: str, policy: Policy, now: float,
+                      ) -> dict[str, Any]:
+        """Make the waiting address the security email if ``code`` is its code
+        (``security_email.settle``): ``problem`` (None: done), ``old`` (the address
+        replaced, to notify), ``email`` (now), ``held_until`` (emergency codes)."""
         raise NotImplementedError
 
     def unlock(self, user: str) -> bool:
@@ -183,3 +203,13 @@ class Store:
     def users(self) -> list[str]:
         """Every user with state, sorted."""
         raise NotImplementedError
+
+
+def fleet_socket(policy: Policy) -> tuple[str, float] | None:
+    """Where this host's store is (``store.backend``), one rule for the login and the
+    enrollment service: None for this host's files, else the fleet's ``twofa-fleetd``
+    socket and ``timeout_seconds``. (The faces build the classes: the store module
+    loads neither backend, so no import cycle.)"""
+    if policy.store.backend != "postgresql":
+        return None
+    return policy.store.postgresql.socket, policy.store.postgresql.timeout_seconds

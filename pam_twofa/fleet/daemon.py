@@ -67,13 +67,24 @@ OPS: dict[str, tuple[str, tuple[tuple[str, str, int], ...]]] = {
                 (("user", "u", 0),)),
     "revoke_device": ("SELECT jsonb_build_object('revoked', twofa_api.revoke_device(%s, %s))",
                       (("user", "u", 0), ("id", "n", 64))),
+    # the enrollment service (fleet/hoststore.py)
+    "prove": ("SELECT twofa_api.prove(%s, %s)", (("user", "u", 0), ("answer", "a", 1024))),
+    "account": ("SELECT twofa_api.account(%s)", (("user", "u", 0),)),
+    "enroll_finish": ("SELECT twofa_api.enroll_finish(%s, %s)",
+                      (("user", "u", 0), ("code", "a", 1024))),
+    "disable": ("SELECT twofa_api.disable(%s, %s)", (("user", "u", 0), ("grant", "s", 64))),
+    "email_begin": ("SELECT twofa_api.email_begin(%s, %s, %s, %s)",
+                    (("user", "u", 0), ("grant", "n", 64), ("address", "s", 254),
+                     ("seconds", "i", 0))),
+    "email_set": ("SELECT twofa_api.email_set(%s, %s)",
+                  (("user", "u", 0), ("address", "s", 254))),
 }
 
 
 # Answers that prove the user is enrolled: a login's status or code check (a
 # refusal of these only comes for an enrolled user), a confirmed enrollment.
 PROVES_ENROLLED = tuple(f"SELECT twofa_api.{op}(" for op in (
-    "check_code", "emergency_check", "status", "enroll_confirm"))
+    "check_code", "emergency_check", "status", "enroll_confirm", "prove", "enroll_finish"))
 KNOWN_ENROLLED = frozenset(("ok", "recovery-code", "replay", "bad-code", "locked",
                             "suspended", "emergency-code", "bad-emergency-code"))
 

@@ -708,6 +708,8 @@ BEGIN
         INSERT INTO twofa.users (name) VALUES (p_user) ON CONFLICT DO NOTHING;
     END IF;
     UPDATE twofa.users AS u SET email = p_email, email_changed_at = NULL,
+           email_pending = NULL, email_pending_host = NULL, email_pending_until = NULL,
+           email_pending_proven = NULL,
            emergency_mac = CASE WHEN u.email IS DISTINCT FROM p_email THEN NULL
                                 ELSE u.emergency_mac END,
            emergency_expires = CASE WHEN u.email IS DISTINCT FROM p_email THEN NULL
@@ -758,6 +760,182 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
     UPDATE twofa.hosts SET last_seen = clock_timestamp() WHERE name = session_user;
     SELECT version FROM twofa.schema_version
 $$;
+
+-- ---------------------------------------------------------------- the enrollment service
+-- (`twofa-enroll` on a fleet host: pam_twofa/fleet/hoststore.py)
+
+-- An address waiting for verification: named on one host (whose service keeps the
+-- mailed code, hashed), set only from that host, before it expires. ``proven``: the
+-- user was enrolled and proved the second factor when naming it.
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS email_pending text;
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS email_pending_host text;
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS email_pending_until timestamptz;
+ALTER TABLE twofa.users ADD COLUMN IF NOT EXISTS email_pending_proven boolean;
+
+-- A proof of the second factor for a change (re-enroll, recovery codes, disable,
+-- email): check_code, and a one-time grant for a recovery code too.
+CREATE OR REPLACE FUNCTION twofa_api.prove(p_user text, p_answer text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    got jsonb := twofa_api.check_code(p_user, p_answer);
+BEGIN
+    IF got->>'result' = 'recovery-code' THEN
+        got := got || jsonb_build_object('grant', twofa.new_grant(p_user, clock_timestamp()));
+    END IF;
+    RETURN got;
+END $$;
+
+-- What `twofa-enroll status` shows: never a secret; the addresses masked as
+-- mailer.mask does (a host may show them to their owner, not harvest them).
+CREATE OR REPLACE FUNCTION twofa.mask(address text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = twofa, pg_temp AS $$
+    SELECT CASE WHEN address IS NOT NULL THEN
+        left(substring(address FROM '^(.*)@[^@]*$'), 1) || '***@'
+        || substring(address FROM '@([^@]*)$') END
+$$;
+
+CREATE OR REPLACE FUNCTION twofa_api.account(p_user text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    SELECT jsonb_build_object(
+        'enrolled', coalesce(bool_or(u.enrolled), false),
+        'enrolled_at', CASE WHEN bool_or(u.enrolled) THEN twofa.epoch(max(u.enrolled_at)) END,
+        'failures', coalesce(max(u.failures), 0),
+        'lock_level', coalesce(max(u.lock_level), 0),
+        'locked_until', CASE WHEN max(u.locked_until) > clock_timestamp()
+                             THEN twofa.epoch(max(u.locked_until)) END,
+        'suspended', coalesce(bool_or(u.suspended), false),
+        'last_success', CASE WHEN max(u.last_success) IS NOT NULL
+                             THEN twofa.epoch(max(u.last_success)) END,
+        'first_seen', CASE WHEN max(u.first_seen) IS NOT NULL
+                           THEN twofa.epoch(max(u.first_seen)) END,
+        'recovery_codes', (SELECT count(*) FROM twofa.recovery_codes WHERE user_name = p_user),
+        'devices', (SELECT count(*) FROM twofa.devices
+                    WHERE user_name = p_user AND host = session_user
+                      AND expires > clock_timestamp()),
+        'pending', coalesce(bool_or(u.pending_secret IS NOT NULL
+                                    AND u.pending_host = session_user
+                                    AND u.pending_until > clock_timestamp()), false),
+        'email', twofa.mask(max(u.email)),
+        'email_changed_at', CASE WHEN max(u.email_changed_at) IS NOT NULL
+                                 THEN twofa.epoch(max(u.email_changed_at)) END)
+    FROM twofa.users AS u WHERE u.name = p_user
+$$;
+
+-- Finish an enrollment begun on this host (enroll_confirm) and, in the same
+-- transaction, the user's ten new recovery codes; what the re-enrollment revoked.
+-- An enrolled user's re-enrollment is refused while locked or suspended (begun
+-- before: it must not lift them), and a wrong code counts as at a login.
+CREATE OR REPLACE FUNCTION twofa_api.enroll_finish(p_user text, p_code text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    s twofa.settings;
+    u twofa.users;
+    n integer;
+    got jsonb;
+BEGIN
+    SELECT * INTO s FROM twofa.settings;
+    SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    IF u.enrolled AND twofa.refusal(u, t) IS NOT NULL THEN
+        RETURN twofa.refusal(u, t);
+    END IF;
+    SELECT count(*) INTO n FROM twofa.devices WHERE user_name = p_user;
+    got := twofa_api.enroll_confirm(p_user, p_code);
+    IF got->>'result' = 'bad-code' AND u.enrolled THEN
+        RETURN twofa.count_failure(p_user, t, s, 'bad-code');
+    END IF;
+    IF got->>'result' <> 'ok' THEN
+        RETURN got;
+    END IF;
+    UPDATE twofa.users SET emergency_mac = NULL, emergency_expires = NULL,
+           email_pending = NULL, email_pending_host = NULL, email_pending_until = NULL,
+           email_pending_proven = NULL
+    WHERE name = p_user;
+    RETURN jsonb_build_object(
+        'result', 'ok', 'devices_revoked', n,
+        'emergency_code_revoked', u.emergency_mac IS NOT NULL
+                                  AND u.emergency_expires > clock_timestamp(),
+        'email_kept', u.email,  -- to its owner, who just proved the new secret
+        'codes', twofa_api.new_recovery_codes(
+            p_user, twofa.new_grant(p_user, clock_timestamp()))->'codes');
+END $$;
+
+-- Turn 2FA off with a grant (the user proved the second factor on this host); the
+-- lockout history stays, the secret, codes, devices and grants go.
+CREATE OR REPLACE FUNCTION twofa_api.disable(p_user text, p_grant text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+BEGIN
+    PERFORM 1 FROM twofa.users WHERE name = p_user FOR UPDATE;
+    IF NOT twofa.use_grant(p_user, p_grant, t) THEN
+        RETURN jsonb_build_object('result', 'no-grant');
+    END IF;
+    UPDATE twofa.users SET enrolled = false, secret = NULL, enrolled_at = NULL,
+           last_step = -1, pending_secret = NULL, pending_digits = NULL,
+           pending_period = NULL, pending_algorithm = NULL, pending_host = NULL,
+           pending_until = NULL, emergency_mac = NULL, emergency_expires = NULL
+    WHERE name = p_user;
+    DELETE FROM twofa.recovery_codes WHERE user_name = p_user;
+    DELETE FROM twofa.devices WHERE user_name = p_user;
+    DELETE FROM twofa.grants WHERE user_name = p_user;
+    RETURN jsonb_build_object('result', 'ok');
+END $$;
+
+-- The user names a security email on this host: an enrolled user with a grant.
+CREATE OR REPLACE FUNCTION twofa_api.email_begin(p_user text, p_grant text, p_address text,
+                                                 p_seconds integer) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    u twofa.users;
+BEGIN
+    IF p_address IS NULL OR p_address !~ '^[^@\s]+@[^@\s]+$' OR length(p_address) > 254
+       OR p_seconds NOT BETWEEN 60 AND 3600 THEN
+        RETURN jsonb_build_object('result', 'bad-parameters');
+    END IF;
+    INSERT INTO twofa.users (name) VALUES (p_user) ON CONFLICT DO NOTHING;
+    SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    IF u.enrolled AND NOT twofa.use_grant(p_user, p_grant, t) THEN
+        RETURN jsonb_build_object('result', 'no-grant');
+    END IF;
+    UPDATE twofa.users SET email_pending = p_address, email_pending_host = session_user,
+           email_pending_until = t + make_interval(secs => p_seconds),
+           email_pending_proven = u.enrolled
+    WHERE name = p_user;
+    RETURN jsonb_build_object('result', 'ok');
+END $$;
+
+-- The mailed code matched on the host that named the address: make it the security
+-- email (a change voids a live emergency code and starts the hold). The old address
+-- goes back to this host, which tells its owner.
+CREATE OR REPLACE FUNCTION twofa_api.email_set(p_user text, p_address text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    u twofa.users;
+BEGIN
+    SELECT * INTO u FROM twofa.users WHERE name = p_user FOR UPDATE;
+    IF u.name IS NULL OR u.email_pending IS DISTINCT FROM p_address
+       OR u.email_pending_host <> session_user OR u.email_pending_until <= t THEN
+        RETURN jsonb_build_object('result', 'no-pending');
+    END IF;
+    UPDATE twofa.users SET email_pending = NULL, email_pending_host = NULL,
+           email_pending_until = NULL, email_pending_proven = NULL
+    WHERE name = p_user;
+    IF u.enrolled AND u.email_pending_proven IS NOT TRUE THEN
+        RETURN jsonb_build_object('result', 'not-proven');
+    END IF;
+    IF u.email IS DISTINCT FROM p_address THEN
+        UPDATE twofa.users SET email = p_address, email_changed_at = t, emergency_mac = NULL,
+               emergency_expires = NULL
+        WHERE name = p_user;
+        u.email_changed_at := t;
+    END IF;
+    RETURN jsonb_build_object('result', 'ok', 'old', u.email,
+                              'email_changed_at', CASE WHEN u.email_changed_at IS NOT NULL
+                                  THEN twofa.epoch(u.email_changed_at) END);
+END $$;
 
 RESET ROLE;
 
@@ -833,12 +1011,15 @@ BEGIN
            failures = 0, recent_failures = '{}', lock_level = 0, locked_until = '-infinity',
            suspended = false, pending_secret = NULL, pending_digits = NULL,
            pending_period = NULL, pending_algorithm = NULL, pending_host = NULL,
-           pending_until = NULL, emergency_mac = NULL, emergency_expires = NULL
+           pending_until = NULL, emergency_mac = NULL, emergency_expires = NULL,
+           email_pending = NULL, email_pending_host = NULL, email_pending_until = NULL,
+           email_pending_proven = NULL
     WHERE name = p_user;
     RETURN jsonb_build_object(
         'result', 'ok', 'devices_revoked', n,
         'emergency_code_revoked', u.emergency_mac IS NOT NULL AND u.emergency_expires > t,
-        'email_pending_dropped', false, 'email_kept', u.email);
+        'email_pending_dropped', u.email_pending IS NOT NULL AND u.email_pending_until > t,
+        'email_kept', u.email);
 END $$;
 
 -- `twofa-admin recovery-codes`: ``p_codes`` replace an enrolled user's codes (the
@@ -896,3 +1077,13 @@ GRANT EXECUTE ON FUNCTION
     twofa_api.admin_recovery_codes(text, text[]),
     twofa_api.admin_report()
 TO twofa_admin;
+
+-- The enrollment service of a fleet host (fleet/hoststore.py).
+GRANT EXECUTE ON FUNCTION
+    twofa_api.prove(text, text),
+    twofa_api.account(text),
+    twofa_api.enroll_finish(text, text),
+    twofa_api.disable(text, text),
+    twofa_api.email_begin(text, text, text, integer),
+    twofa_api.email_set(text, text)
+TO twofa_host;

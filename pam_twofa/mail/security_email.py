@@ -21,6 +21,7 @@ from pam_twofa.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from pam_twofa.clock import Clock
@@ -37,8 +38,8 @@ def start(user: str, address: str, policy: Policy, store: Store, clock: Clock,
     """Mail a verification code to ``address``; return the masked address.
 
     An enrolled user must first prove the second factor with ``proof`` (a current
-    TOTP code or a recovery code, checked by ``enrollment.check_code``: the login's
-    replay rule, lockout and failure count). Refusals come before anything is mailed.
+    TOTP code or a recovery code, checked as at a login: replay, lockout and
+    failure count). Refusals come before anything is mailed (``name_address``).
     """
     from pam_twofa import enrollment
 
@@ -46,21 +47,7 @@ def start(user: str, address: str, policy: Policy, store: Store, clock: Clock,
     server = mailer.server(policy.smtp)  # refuse early when no server is configured
     code = emergency.new_code(policy.emergency.code_digits)
     ttl = policy.emergency.ttl_seconds
-    result = "new"
-    with store.update(user) as st:  # refusals raise after the block: a failure counts
-        now = clock.now()
-        if st.enrolled and proof is None:
-            result = "code-needed"
-        else:
-            emergency.reserve_send(st, policy, now, "verify")  # raises: nothing changes
-            if st.enrolled:
-                assert proof is not None
-                result = enrollment.check_code(st, proof, policy, now)
-            if result in ("new", "ok", "recovery"):
-                st.email_pending = emergency.seal(code, now, ttl, address=address,
-                                                  proven=st.enrolled)
-            else:
-                st.verify_sends = st.verify_sends[:-1]  # nothing is mailed: no count
+    result = store.email_start(user, address, code, proof, policy, clock.now())
     if result == "code-needed":
         raise CodeRefused("two-factor authentication is on for your account: give a current "
                           "code from your app or a recovery code to change the security "
@@ -72,6 +59,26 @@ def start(user: str, address: str, policy: Policy, store: Store, clock: Clock,
             f"from {client or 'this host'}. If you did not ask for it, ignore this mail.\n")
     mailer.send(server, address, "Verify your security email", body)
     return mailer.mask(address)
+
+
+def name_address(st: UserState, address: str, code: str, proof: str | None, policy: Policy,
+                 now: float, *, enrolled: bool, claim: Callable[[str | None], str]) -> str:
+    """Under the user's lock, the rule of ``start`` (both backends): an enrolled user
+    needs a proof; the mail counts against the hourly verification budget (``SendLimit``
+    raised, nothing changed); ``claim(proof)`` (None when not ``enrolled``) is the
+    backend's check of the proof, as at a login, and its note of the address:
+    ``new``/``ok``/``recovery`` or a refusal. ``st`` keeps the code, sealed, with the
+    address; a refusal mails nothing, so it does not count in the budget."""
+    if enrolled and proof is None:
+        return "code-needed"
+    emergency.reserve_send(st, policy, now, "verify")  # raises: nothing changes
+    result = claim(proof if enrolled else None)
+    if result in ("new", "ok", "recovery"):
+        st.email_pending = emergency.seal(code, now, policy.emergency.ttl_seconds,
+                                          address=address, proven=enrolled)
+    else:
+        st.verify_sends = st.verify_sends[:-1]
+    return result
 
 
 class Changed(Record):
@@ -89,36 +96,11 @@ def confirm(user: str, code: str, policy: Policy, store: Store, clock: Clock) ->
     ``emergency.after_email_change_hours``. An address named while 2FA was off
     cannot be confirmed once it is on (its naming was not proven).
     """
-    problem = None
-    old = None
-    with store.update(user) as st:  # refusals raise after the block: its changes persist
-        pending = st.email_pending
-        now = clock.now()
-        if not pending:
-            problem = "no security email is waiting for verification"
-        elif st.enrolled and pending.get("proven") is not True:
-            st.email_pending = None
-            problem = ("the address was named without a code from your app; "
-                       "name it again")
-        elif emergency.matches(pending, code, now):
-            old, new = st.email, str(pending["address"])
-            st.email = new
-            st.email_pending = None
-            if old != new:
-                st.email_changed_at = now
-                st.emergency = None  # a code mailed to the old address stops working
-        elif not now < float(pending.get("expires", 0)):
-            st.email_pending = None
-            problem = "the verification code expired; ask for a new one"
-        else:
-            tries = int(pending.get("tries", 0)) + 1
-            st.email_pending = None if tries >= MAX_TRIES else {**pending, "tries": tries}
-            problem = ("wrong verification code" if tries < MAX_TRIES
-                       else f"{tries} wrong verification codes: ask for a new one")
-        address = st.email or ""
-        until = emergency.held_until(policy, st, now)
-    if problem is not None:
-        raise VerifyFailed(problem)
+    now = clock.now()
+    done = store.email_confirm(user, code, policy, now)  # a wrong code counts: committed
+    if done["problem"] is not None:
+        raise VerifyFailed(done["problem"])
+    old, address, until = done["old"], str(done["email"] or ""), done["held_until"]
     notified = False
     if old and old != address:
         from pam_twofa.mail import notify
@@ -126,6 +108,41 @@ def confirm(user: str, code: str, policy: Policy, store: Store, clock: Clock) ->
         notified = notify.email_changed(policy, user, old, mailer.mask(address), now=now,
                                         held_until=until)
     return Changed(email=mailer.mask(address), held_until=until, notified=notified)
+
+
+def settle(st: UserState, code: str, now: float, *, enrolled: bool,
+           ) -> tuple[str | None, str | None]:
+    """Under the user's lock, the rule of ``confirm`` (both backends): (None, the
+    address to make the security email) when ``code`` is the waiting address's code,
+    else (the problem, None). A wrong code counts; after ``MAX_TRIES`` the address is
+    dropped; an address named while 2FA was off is dropped once it is on."""
+    pending = st.email_pending
+    if not pending:
+        return "no security email is waiting for verification", None
+    if enrolled and pending.get("proven") is not True:
+        st.email_pending = None
+        return "the address was named without a code from your app; name it again", None
+    if emergency.matches(pending, code, now):
+        st.email_pending = None
+        return None, str(pending["address"])
+    if not now < float(pending.get("expires", 0)):
+        st.email_pending = None
+        return "the verification code expired; ask for a new one", None
+    tries = int(pending.get("tries", 0)) + 1
+    st.email_pending = None if tries >= MAX_TRIES else {**pending, "tries": tries}
+    return ("wrong verification code" if tries < MAX_TRIES
+            else f"{tries} wrong verification codes: ask for a new one"), None
+
+
+def change(st: UserState, address: str, now: float) -> str | None:
+    """The file store's side of a confirmed address: the old one (to notify); a change
+    voids a live emergency code and starts the hold (the fleet's ``email_set`` alike)."""
+    old = st.email
+    st.email = address
+    if old != address:
+        st.email_changed_at = now
+        st.emergency = None  # a code mailed to the old address stops working
+    return old
 
 
 def set_by_admin(st: UserState, address: str | None) -> None:

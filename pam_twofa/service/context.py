@@ -11,6 +11,7 @@ from pam_twofa import log
 from pam_twofa.errors import UnknownUser
 from pam_twofa.filestore import FileStore
 from pam_twofa.record import Record
+from pam_twofa.store import fleet_socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from pam_twofa.clock import Clock
     from pam_twofa.paths import Paths
     from pam_twofa.policy import Policy
+    from pam_twofa.store import Store
 
 
 class Caller(Record):
@@ -38,7 +40,23 @@ class Context:
     def __init__(self, paths: Paths, clock: Clock) -> None:
         self.paths = paths
         self.clock = clock
-        self.store = FileStore(paths, clock)
+        self.files = FileStore(paths, clock)  # this host's state directory
+        self._fleet: tuple[tuple[str, float], Store] | None = None
+
+    @property
+    def store(self) -> Store:
+        """The store the current policy names (``store.fleet_socket``, the login's
+        rule): this host's files, or the fleet through ``twofa-fleetd``
+        (``FleetHostStore``, which keeps the sealed code of an address being
+        verified in this host's files)."""
+        fleet = fleet_socket(self.policy)
+        if fleet is None:
+            return self.files
+        if self._fleet is None or self._fleet[0] != fleet:
+            from pam_twofa.fleet.hoststore import FleetHostStore
+
+            self._fleet = fleet, FleetHostStore(*fleet, self.files)
+        return self._fleet[1]
 
     @property
     def policy(self) -> Policy:

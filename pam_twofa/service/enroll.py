@@ -53,22 +53,9 @@ def _code(args: dict[str, Any]) -> str:
 
 def status(ctx: Context, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     policy = ctx.policy
-    now = ctx.clock.now()
-    state = ctx.store.load(caller.name)
-    info = enrollment.status(state, now)
-    grace_until = None
-    if state is not None and not state.enrolled and state.first_seen is not None:
-        grace_until = state.first_seen + policy.enrollment.grace_days * 86400
+    info = ctx.store.account(caller.name, policy, ctx.clock.now())
     info.update(user=caller.name, required=_required(policy, caller),
-                mode=policy.enrollment.mode, grace_until=grace_until,
-                pending=state is not None and enrollment.pending_secret(state, now) is not None)
-    from pam_twofa.mail import security_email
-
-    info.update(security_email.masked(state, now))  # security email, masked
-    from pam_twofa import emergency
-
-    info["emergency_held_until"] = (None if state is None
-                                    else emergency.held_until(policy, state, now))
+                mode=policy.enrollment.mode)
     return info
 
 
@@ -117,10 +104,9 @@ def _with_code(ctx: Context, caller: Caller, args: dict[str, Any],
     to ask "may I?" before prompting).
     """
     code = arg(args, "code", required=False, max_len=CODE_LEN)
-    state = ctx.store.load(caller.name)
-    if state is None or not state.enrolled:
-        raise NotEnrolled("two-factor authentication is not on for your account")
     policy = ctx.policy
+    if not ctx.store.account(caller.name, policy, ctx.clock.now())["enrolled"]:
+        raise NotEnrolled("two-factor authentication is not on for your account")
     if allowed is not None:
         allowed(policy)
     if code is None:

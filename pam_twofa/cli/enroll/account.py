@@ -95,6 +95,8 @@ def status(client: Client, as_json: bool) -> None:
         if info.get("suspended_since") is not None:
             rows.append(("Suspended since", when(info["suspended_since"])
                          + " (after too many wrong codes; ask your administrator)"))
+        elif info.get("suspended"):  # the fleet store keeps no date
+            rows.append(("Suspended", "after too many wrong codes; ask your administrator"))
         if info["locked"]:
             rows.append(("Locked until", when(info["locked_until"])))
         if info.get("email") or info.get("email_pending"):
