@@ -13,6 +13,7 @@ import psycopg2
 from pam_twofa import enrollment, totp
 from pam_twofa.clock import Clock
 from pam_twofa.filestore import FileStore
+from pam_twofa.fleet.admin import SCHEMA_VERSION
 from pam_twofa.paths import Paths
 from pam_twofa.schema import defaults
 from tests.fleet_support import FleetDb, check, fleet_db, fleet_template
@@ -39,7 +40,7 @@ def test_init_creates_is_idempotent_and_copies_the_policy(fleet_db: FleetDb,
     dsn = fleet_db.server.dsn(dbname="fresh")
     first = admin(tmp_path, "fleet", "init", "--dsn", dsn)
     assert first.returncode == 0, first.stderr
-    assert "Fleet schema version 1 created." in first.stdout
+    assert f"Fleet schema version {SCHEMA_VERSION} created." in first.stdout
     again = admin(tmp_path, "fleet", "init", "--dsn", dsn)
     assert again.returncode == 0 and "is current" in again.stdout
     conn = psycopg2.connect(dsn)
@@ -63,7 +64,7 @@ def test_init_creates_is_idempotent_and_copies_the_policy(fleet_db: FleetDb,
     status = admin(tmp_path, "fleet", "status", "--dsn", dsn, "--json")
     assert status.returncode == 0, status.stderr
     value = json.loads(status.stdout)
-    assert value["reachable"] is True and value["version"] == 1
+    assert value["reachable"] is True and value["version"] == SCHEMA_VERSION
     assert [h["name"] for h in value["hosts"]] == ["web-01.example"]
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from pam_twofa.policy import Policy
     from pam_twofa.store import Store
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Role names a host may have: what a certificate CN and pg_hba.conf take without quoting.
 HOST_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,62}")
 RESERVED = ("pg_", "twofa_", "postgres")
@@ -63,6 +63,8 @@ def settings_of(policy: Policy) -> dict[str, int]:
         "emergency_ttl_seconds": policy.emergency.ttl_seconds,
         "max_sends_per_hour": policy.emergency.max_sends_per_hour,
         "after_email_change_hours": policy.emergency.after_email_change_hours,
+        # break-glass: hosts may cache recovery-code hashes for 30 days after a login
+        "offline_days": 30 if policy.store.postgresql.offline == "recovery-codes" else 0,
     }
 
 
