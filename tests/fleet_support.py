@@ -128,18 +128,22 @@ def check(db: FleetDb, conn: Any, user: str, answer: str) -> dict[str, Any]:
 class Daemon:
     """``twofa-fleetd`` for one host; ``ask`` is the login's client call."""
 
-    def __init__(self, tmp: Path, name: str, dsn: str, cache: Path | None = None) -> None:
+    def __init__(self, tmp: Path, name: str, dsn: str, cache: Path | None = None,
+                 offline: str = "deny", offline_dir: Path | None = None) -> None:
         self.dir = tmp / name
         self.dir.mkdir(mode=0o700)
         self.socket = str(self.dir / "fleetd.sock")
+        self.offline_dir = offline_dir or self.dir / "offline"  # break-glass cache
         policy = self.dir / "policy.yaml"
         policy.write_text("store:\n  backend: postgresql\n  postgresql:\n"
-                          f"    dsn: \"{dsn}\"\n    timeout_seconds: {TIMEOUT}\n")
+                          f"    dsn: \"{dsn}\"\n    timeout_seconds: {TIMEOUT}\n"
+                          f"    offline: {offline}\n")
         policy.chmod(0o600)
         self.log = open(self.dir / "log", "w+")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             ["/usr/bin/python3", "-m", "pam_twofa.cli.fleetd", "--policy", str(policy),
-             "--socket", self.socket, "--cache", str(cache or self.dir / "enrolled.json")],
+             "--socket", self.socket, "--cache", str(cache or self.dir / "enrolled.json"),
+             "--offline-dir", str(self.offline_dir)],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while not self.serving():
@@ -174,10 +178,11 @@ def daemons() -> Iterator[list[Daemon]]:
 
 
 def start(daemons: list[Daemon], tmp: Path, name: str, dsn: str,
-          cache: Path | None = None) -> Daemon:
+          cache: Path | None = None, **kw: Any) -> Daemon:
     """``twofa-fleetd`` as host ``name`` (a dir of its own under ``tmp``) on ``dsn``
-    (``cache``: its enrolled list, by default in its dir)."""
-    d = Daemon(tmp, name, dsn, cache)
+    (``cache``: its enrolled list, by default in its dir; ``offline``, ``offline_dir``:
+    break-glass)."""
+    d = Daemon(tmp, name, dsn, cache, **kw)
     daemons.append(d)
     return d
 
