@@ -148,14 +148,19 @@ def test_break_glass_one_use_offline_local_lock_reported_fleet_wide(
         assert (OFFLINE in output(res)) is refused
 
     fleet_db.server.start()  # host1 reports before anything else, then host2 refuses
+    for _ in range(2):  # meanwhile on host1: decided locally, or by the database once told
+        res = h1.login("alice", CODES["alice"][0])
+        assert res.rc != 0 and ("verdict=bad-code" in log_text(res)
+                                or "reason=bad-code" in log_text(res)), res
     wait_for(lambda: "reported offline use of 'alice'" in h1.daemon.output()
              and "reported offline use of 'carol'" in h1.daemon.output(), "host1's report")
     wait_for(lambda: h2.daemon.output().count("database reachable")
              == 1 + h2.daemon.output().count("database offline"), "host2 back online")
-    assert fleet_db.row("alice")["failures"] == 1  # her one wrong answer offline
+    failures = fleet_db.row("alice")["failures"]  # her wrong answers offline, and since
+    assert failures >= 1
     reused = h2.login("alice", CODES["alice"][0])
     assert reused.rc != 0 and log_text(reused).endswith(
-        "result=refused reason=bad-code failures=2"), reused
+        f"result=refused reason=bad-code failures={failures + 1}"), reused
     fresh = h2.login("alice", CODES["alice"][1])  # the codes not used offline still work
     assert fresh.rc == 0 and log_text(fresh).endswith(
         "reason=recovery-code recovery_codes_left=1"), fresh

@@ -267,7 +267,8 @@ def run(dsn: str, timeout: float, socket_path: str, cache: str | None = None,
 
         raise FleetError("python3-psycopg2 is not installed") from None
     backend = Backend(dsn, timeout, cache)
-    server = Server(backend, socket_path, glass=glass)
+    # offline: deny: nothing is looked up at login; only what was used offline is reported
+    server = Server(backend, socket_path, glass=glass if glass and glass.enabled else None)
     if glass is not None:
         backend.report = lambda: glass.report(backend.call, timeout)
     backend.check()  # first connection before the first login, if the database is up
