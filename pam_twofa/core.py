@@ -47,6 +47,9 @@ __all__ = ["CODE_PROMPT", "Conversation", "Decision", "Outcome", "Request", "aut
 
 EMAIL_ANSWER = "email"  # what the user types at the code prompt to get a code by mail
 EMAIL_PROMPT = "Verification code (or 'email' to get one by mail): "
+RECOVERY_PROMPT = "Recovery code: "
+MSG_OFFLINE_RECOVERY = ("The fleet database cannot be reached: only a recovery code can "
+                        "be used now.")
 
 
 def authenticate(request: Request, policy: Policy, store: Store, clock: Clock,
@@ -88,22 +91,42 @@ def _decide(request: Request, policy: Policy, store: Store, clock: Clock,
             return _exempt(request, rules.address, rules.network, store, clock)
         return _known(request, policy, store, clock, notifier, hint)
     except FleetUnavailable as exc:  # the fleet database did not answer in time
-        return _offline(request, policy, exc.enrolled)
+        return _offline(request, policy, exc, store, clock, notifier, hint)
 
 
-def _offline(request: Request, policy: Policy, enrolled: bool | None) -> Decision:
+def _offline(request: Request, policy: Policy, exc: FleetUnavailable, store: Store,
+             clock: Clock, notifier: Notifier, hint: ClockHint) -> Decision:
     """The fleet store's offline rule: a user the policy requires, or whom the
     daemon knows enrolled, is refused; only a user the policy does not cover and
     whom the daemon positively says is not enrolled logs in with the password.
     ``enrolled`` None (the daemon itself did not answer, or has no list yet) is a
     refusal too: whoever can make the daemon unreachable must not skip anyone's
-    second factor. (With the file store this never happens.)"""
+    second factor. (With the file store this never happens.) Break-glass
+    (``offline: recovery-codes``): a user whose recovery-code hashes the daemon
+    cached may answer with one, checked there; logged reason=offline."""
     account = request.account
+    enrolled = exc.enrolled
     required = account is not None and policy.mandatory.requires(
         account.name, account.uid, account.groups)
     fields = (("enrolled", "unknown" if enrolled is None else "yes" if enrolled else "no"),)
     if enrolled is False and not required:
         return Decision(outcome=Outcome.IGNORE, reason="offline", fields=fields)
+    if (exc.recovery_codes and account is not None
+            and policy.store.postgresql.offline == "recovery-codes"):
+        request.conversation.info(MSG_OFFLINE_RECOVERY)
+        answer = _ask_code(request, RECOVERY_PROMPT)
+        if answer is None:
+            return Decision(outcome=Outcome.REFUSE, reason="no-answer")
+        try:
+            verdict = store.check_code(account.name, answer, policy, clock.now())
+        except FleetUnavailable:
+            pass  # the daemon went away too: refused below
+        else:
+            decision = _told(request, account.name, verdict, policy, clock, notifier, hint)
+            if not verdict.offline:  # the database answered again: its decision
+                return decision
+            return decision.replace(reason="offline",
+                                    fields=(("verdict", verdict.reason), *decision.fields))
     request.conversation.error(MSG_OFFLINE)
     return Decision(outcome=Outcome.REFUSE, reason="offline", fields=fields)
 

@@ -225,14 +225,17 @@ class FleetUnavailable(FleetError):
     """The fleet database or the host's ``twofa-fleetd`` cannot be reached in time.
 
     ``enrolled``: what the daemon's list says of the user (None: nobody knows, e.g.
-    the daemon itself did not answer); the login's offline rule needs it."""
+    the daemon itself did not answer); the login's offline rule needs it.
+    ``recovery_codes``: the daemon holds break-glass hashes of the user."""
 
     reason = "offline"
     exit_name = "STATE"
 
-    def __init__(self, message: str, enrolled: bool | None = None) -> None:
+    def __init__(self, message: str, enrolled: bool | None = None,
+                 recovery_codes: bool = False) -> None:
         super().__init__(message)
         self.enrolled = enrolled
+        self.recovery_codes = recovery_codes
 
 
 class FleetConflict(FleetError):

@@ -79,6 +79,15 @@ def check_code(socket_path: str, timeout: float, user: str, answer: str) -> dict
     return request(socket_path, timeout, "check_code", user=user, answer=answer)
 
 
+def offline_check(socket_path: str, timeout: float, user: str,
+                  answer: str) -> dict[str, Any]:
+    """Break-glass: ``check_code`` while the database answers; while it does not, a
+    recovery code checked against the daemon's cached hashes (answers with
+    ``offline``: true: ``recovery-code``, ``bad-code`` (``offline_locked``),
+    ``locked``, ``no-answer``), or ``offline`` for a user with none cached."""
+    return request(socket_path, timeout, "offline_check", user=user, answer=answer)
+
+
 def skip_device(socket_path: str, timeout: float, user: str, service: str, ip: str,
                 key: str | None) -> dict[str, Any]:
     """``{"trusted": bool, "id": str|None}``: a trusted device of this host and service."""

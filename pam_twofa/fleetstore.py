@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 SLACK = 0.25  # what the client waits beyond the daemon's own deadline
 MAX_ANSWER = 1024  # what twofa-fleetd passes on (its "a" arguments)
+BCRYPT_SLACK = 2.0  # an offline check: up to ~10 bcrypt hashes (~50 ms each) on the host
+MSG_OFFLINE_LOCKED = ("Too many wrong codes: no more tries on this host until the fleet "
+                      "database can be reached again.")
 
 
 class FleetStore(Store):
@@ -57,19 +60,23 @@ class FleetStore(Store):
         self.socket_path = socket_path
         self.timeout = timeout + SLACK
         self._grants: dict[str, str] = {}
+        self._break_glass: set[str] = set()  # offline, and the daemon has their hashes
 
     def _ask(self, op: str, user: str, *args: Any, enrolled: bool | None = None,
-             ) -> dict[str, Any]:
+             slack: float = 0.0) -> dict[str, Any]:
         """The daemon's answer to ``op``; offline raises ``FleetUnavailable`` with
         ``enrolled`` (given: the caller knows the user is; else the daemon's word)."""
         validate_user_name(user)
-        answer: dict[str, Any] = getattr(fleetclient, op)(self.socket_path, self.timeout,
-                                                          user, *args)
+        answer: dict[str, Any] = getattr(fleetclient, op)(self.socket_path,
+                                                          self.timeout + slack, user, *args)
         if answer.get("result") == "offline":
             said = answer.get("enrolled")
+            glass = answer.get("recovery_codes") is True
+            if glass:  # the next check_code of this user is the break-glass one
+                self._break_glass.add(user)
             raise FleetUnavailable("the fleet database cannot be reached",
                                    enrolled if enrolled is not None
-                                   else said if type(said) is bool else None)
+                                   else said if type(said) is bool else None, glass)
         return answer
 
     # --- the login ---
@@ -102,7 +109,14 @@ class FleetStore(Store):
 
         # No code is that long: a longer answer (the daemon takes 1,024 characters) is
         # a wrong answer, counted, never a refused request.
-        got = self._ask("check_code", user, answer[:MAX_ANSWER], enrolled=True)
+        if user in self._break_glass:  # told offline: the daemon's cache may decide
+            self._break_glass.discard(user)
+            got = self._ask("offline_check", user, answer[:MAX_ANSWER], enrolled=True,
+                            slack=BCRYPT_SLACK)
+            if got.get("offline") is True:
+                return offline_verdict(got)
+        else:
+            got = self._ask("check_code", user, answer[:MAX_ANSWER], enrolled=True)
         result = got.get("result")
         if result == "ok":
             verdict = Verdict("ok")
@@ -210,6 +224,31 @@ def failure(got: dict[str, Any], reason: str, message: str) -> Verdict:
     return wrong(reason, message, _int(got.get("failures"), 0),
                  email if type(email) is str else None, got.get("suspended") is True,
                  _num(got.get("locked_until")))
+
+
+def offline_verdict(got: dict[str, Any]) -> Verdict:
+    """An answer of the daemon's break-glass cache (``offline``: true)."""
+    from pam_twofa.verify import Verdict
+
+    result = got.get("result")
+    if result == "recovery-code":
+        verdict = Verdict("recovery-code")
+        verdict.left = _int(got.get("left"), 0)
+    elif result == "bad-code":
+        verdict = failure(got, "bad-code", MSG_WRONG)
+        if got.get("offline_locked") is True:
+            verdict.message = f"{MSG_WRONG} {MSG_OFFLINE_LOCKED}"
+            verdict.fields += (("offline_locked", "yes"),)
+    elif result == "locked" and _num(got.get("locked_until")) is not None:
+        verdict = refusal(got)  # the database's lock, as it was when last heard
+    elif result == "locked":
+        verdict = Verdict("locked", MSG_OFFLINE_LOCKED)
+    elif result == "no-answer":
+        verdict = Verdict("empty", MSG_EMPTY)
+    else:
+        raise FleetError(f"twofa-fleetd answered {str(result)[:40]!r} offline")
+    verdict.offline = True
+    return verdict
 
 
 def refusal(got: dict[str, Any]) -> Verdict:

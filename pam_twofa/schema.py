@@ -153,7 +153,9 @@ SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
             "offline": Choice("deny", ("deny", "recovery-codes"),
                               "database unreachable: deny refuses enrolled and required "
                               "users (others log in with their password); "
-                              "recovery-codes is reserved and not available yet"),
+                              "recovery-codes also lets a user who logged in on this host "
+                              "use a recovery code, checked against hashes twofa-fleetd "
+                              "cached (log reason=offline)"),
         }, "the fleet database (backend postgresql)"),
     }),
     "clock": (ClockPolicy, {
@@ -220,8 +222,6 @@ def _cross_checks(plain: dict[str, Any]) -> Iterable[tuple[str, str, str]]:
         if plain["enrollment"]["mode"] == "inline":
             yield ("enrollment", "mode", "inline is not available with store.backend: "
                    "postgresql yet (enroll with twofa-admin fleet import)")
-        if pg["offline"] != "deny":
-            yield "store", "postgresql", "offline: recovery-codes is not available yet"
         if not (pg["socket"] or "").startswith("/"):
             yield "store", "postgresql", "socket must be an absolute path"
 

@@ -59,6 +59,7 @@ class Verdict:
         self.left: int | None = None  # recovery codes left after one was used
         self.failures = 0
         self.offer_trust = False  # a TOTP success from a device not trusted yet
+        self.offline = False  # decided by twofa-fleetd's break-glass cache (fleet offline)
 
     @property
     def proven(self) -> bool:

@@ -129,18 +129,22 @@ class Daemon:
     """``twofa-fleetd`` for one host; ``ask`` is the login's client call."""
 
     def __init__(self, tmp: Path, name: str, dsn: str, cache: Path | None = None,
-                 timeout: float = TIMEOUT) -> None:
+                 timeout: float = TIMEOUT, offline: str = "deny",
+                 offline_dir: Path | None = None) -> None:
         self.dir = tmp / name
         self.dir.mkdir(mode=0o700)
         self.socket = str(self.dir / "fleetd.sock")
+        self.offline_dir = offline_dir or self.dir / "offline"  # break-glass cache
         policy = self.dir / "policy.yaml"
         policy.write_text("store:\n  backend: postgresql\n  postgresql:\n"
-                          f"    dsn: \"{dsn}\"\n    timeout_seconds: {timeout}\n")
+                          f"    dsn: \"{dsn}\"\n    timeout_seconds: {timeout}\n"
+                          f"    offline: {offline}\n")
         policy.chmod(0o600)
         self.log = open(self.dir / "log", "w+")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             ["/usr/bin/python3", "-m", "pam_twofa.cli.fleetd", "--policy", str(policy),
-             "--socket", self.socket, "--cache", str(cache or self.dir / "enrolled.json")],
+             "--socket", self.socket, "--cache", str(cache or self.dir / "enrolled.json"),
+             "--offline-dir", str(self.offline_dir)],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while not self.serving():
@@ -175,11 +179,11 @@ def daemons() -> Iterator[list[Daemon]]:
 
 
 def start(daemons: list[Daemon], tmp: Path, name: str, dsn: str,
-          cache: Path | None = None, timeout: float = TIMEOUT) -> Daemon:
+          cache: Path | None = None, **kw: Any) -> Daemon:
     """``twofa-fleetd`` as host ``name`` (a dir of its own under ``tmp``) on ``dsn``
     (``cache``: its enrolled list, by default in its dir; ``timeout``: its
-    ``timeout_seconds``)."""
-    d = Daemon(tmp, name, dsn, cache, timeout)
+    ``timeout_seconds``; ``offline``, ``offline_dir``: break-glass)."""
+    d = Daemon(tmp, name, dsn, cache, **kw)
     daemons.append(d)
     return d
 

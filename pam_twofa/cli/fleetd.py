@@ -15,6 +15,7 @@ from pam_twofa.paths import DEFAULT_POLICY, DEFAULT_STATE_DIR, Paths
 
 PROG = "twofa-fleetd"
 DEFAULT_CACHE = DEFAULT_STATE_DIR + "/fleet-enrolled.json"
+DEFAULT_OFFLINE_DIR = DEFAULT_STATE_DIR + "/fleet-offline"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,13 +26,16 @@ DEFAULT_CACHE = DEFAULT_STATE_DIR + "/fleet-enrolled.json"
 @click.option("--cache", default=DEFAULT_CACHE, show_default=True,
               type=click.Path(dir_okay=False),
               help="File keeping the names of enrolled users for offline answers.")
+@click.option("--offline-dir", default=DEFAULT_OFFLINE_DIR, show_default=True,
+              type=click.Path(file_okay=False),
+              help="Directory of cached recovery-code hashes (offline: recovery-codes).")
 @click.version_option(package_name="pam-twofa", prog_name=PROG)
-def main(policy: str, socket_path: str | None, cache: str) -> None:
+def main(policy: str, socket_path: str | None, cache: str, offline_dir: str) -> None:
     """Serve the fleet database to the PAM module over a root-only Unix socket."""
 
     def body() -> None:
         from pam_twofa import policyfile
-        from pam_twofa.fleet import daemon
+        from pam_twofa.fleet import daemon, offline
 
         # read once at start, strictly; no compiled cache (that is the module's, in its
         # state dir, which a daemon started from a test or by hand must not write to)
@@ -40,7 +44,11 @@ def main(policy: str, socket_path: str | None, cache: str) -> None:
         if pol.store.backend != "postgresql" or not pg.dsn:
             raise PolicyError("store.backend is not postgresql (or store.postgresql.dsn is "
                               "missing): nothing to serve", policy)
-        daemon.run(pg.dsn, float(pg.timeout_seconds), socket_path or pg.socket, cache)
+        # offline: deny still reports what an earlier recovery-codes run used offline
+        glass = offline.BreakGlass(offline_dir, pg.offline == "recovery-codes",
+                                   pol.lockout.max_failures)
+        daemon.run(pg.dsn, float(pg.timeout_seconds), socket_path or pg.socket, cache,
+                   glass=glass)
 
     run(PROG, body)
 

@@ -63,6 +63,8 @@ def settings_of(policy: Policy) -> dict[str, int]:
         "emergency_ttl_seconds": policy.emergency.ttl_seconds,
         "max_sends_per_hour": policy.emergency.max_sends_per_hour,
         "after_email_change_hours": policy.emergency.after_email_change_hours,
+        # break-glass: hosts may cache recovery-code hashes for 30 days after a login
+        "offline_days": 30 if policy.store.postgresql.offline == "recovery-codes" else 0,
     }
 
 

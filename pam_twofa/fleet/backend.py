@@ -21,6 +21,7 @@ from pam_twofa import fastjson
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 HEALTH_SECONDS = 5.0  # between checks while healthy (1 s while not)
@@ -154,6 +155,10 @@ class Backend:
         self.enrolled: frozenset[str] | None = self._read_cache()
         self.cache_at = 0.0
         self.stopping = threading.Event()
+        # Offline break-glass (fleet.offline): what this host did offline is reported
+        # before the database is marked reachable; local checks hold ``transition``.
+        self.transition = threading.Lock()
+        self.report: Callable[[], None] | None = None
 
     def call(self, sql: str, args: tuple[Any, ...], deadline: float) -> list[Any]:
         """Rows of ``sql``; ``Offline`` when the database cannot answer by ``deadline``."""
@@ -186,7 +191,12 @@ class Backend:
         deadline = time.monotonic() + self.timeout
         try:
             self.call("SELECT twofa_api.hello()", (), deadline)
-            self.mark(True)
+            if self.healthy is not True and self.report is not None:
+                with self.transition:  # no local check between the report and online
+                    self.report()
+                    self.mark(True)
+            else:
+                self.mark(True)
             if time.monotonic() - self.cache_at >= CACHE_SECONDS or self.enrolled is None:
                 rows = self.call("SELECT twofa_api.enrolled_users()", (),
                                  time.monotonic() + self.timeout)

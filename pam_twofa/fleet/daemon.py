@@ -26,6 +26,7 @@ import time
 
 from pam_twofa import fastjson, totp
 from pam_twofa.fleet.backend import Backend, Offline, say
+from pam_twofa.fleet.offline import BreakGlass
 from pam_twofa.store import validate_user_name
 
 TYPE_CHECKING = False
@@ -44,6 +45,9 @@ REQUEST_SECONDS = 5.0  # to send the request line
 OPS: dict[str, tuple[str, tuple[tuple[str, str, int], ...]]] = {
     "check_code": ("SELECT twofa_api.check_code(%s, %s)",
                    (("user", "u", 0), ("answer", "a", 1024))),
+    # break-glass (fleet.offline): the database's check while it answers, else this host's
+    "offline_check": ("SELECT twofa_api.check_code(%s, %s) AS offline_check",
+                      (("user", "u", 0), ("answer", "a", 1024))),
     "skip_device": ("SELECT twofa_api.skip_device(%s, %s, %s, %s)",
                     (("user", "u", 0), ("service", "s", 64), ("ip", "s", 64),
                      ("key", "n", 128))),
@@ -87,6 +91,9 @@ PROVES_ENROLLED = tuple(f"SELECT twofa_api.{op}(" for op in (
     "check_code", "emergency_check", "status", "enroll_confirm", "prove", "enroll_finish"))
 KNOWN_ENROLLED = frozenset(("ok", "recovery-code", "replay", "bad-code", "locked",
                             "suspended", "emergency-code", "bad-emergency-code"))
+OFFLINE_CHECK = OPS["offline_check"][0]
+# Answers after which the break-glass cache fetches (or drops) the user's hashes.
+LOGGED_IN = (OPS["check_code"][0], OFFLINE_CHECK)
 
 
 class BadRequest(Exception):
@@ -162,8 +169,10 @@ def read_line(conn: socket.socket, deadline: float) -> bytes:
 class Server:
     """The Unix socket side: one thread per connection, at most ``MAX_CONNECTIONS``."""
 
-    def __init__(self, backend: Backend, socket_path: str, allowed_uid: int = 0) -> None:
+    def __init__(self, backend: Backend, socket_path: str, allowed_uid: int = 0,
+                 glass: BreakGlass | None = None) -> None:
         self.backend = backend
+        self.glass = glass
         self.socket_path = socket_path
         self.allowed_uid = allowed_uid
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -173,11 +182,11 @@ class Server:
         sql, args, user = parse(line)
         started = time.monotonic()
         if not self.backend.healthy:
-            return self.offline(user)
+            return self.offline(user, sql, args)
         try:
             rows = self.backend.call(sql, args, started + self.backend.timeout)
         except Offline:
-            return self.offline(user)
+            return self.offline(user, sql, args)
         except RuntimeError as exc:
             say(f"database error: {exc}")
             raise BadRequest("database-error") from None
@@ -187,11 +196,30 @@ class Server:
             self.backend.note_enrolled(user)  # offline answers know at once, not in 60 s
         if args and sql.startswith("SELECT twofa_api.enroll_begin") and "secret" in value:
             value["secret"] = totp.b32encode(bytes.fromhex(value["secret"]))
+        if self.glass is not None and (
+                (sql in LOGGED_IN and value.get("result") in ("ok", "recovery-code"))
+                or ((value.get("result") == "not-enrolled" or value.get("enrolled") is False)
+                    and self.glass.cached(user))):
+            self.glass.want(user)  # fetched (or dropped) after this answer, off the login
         return value
 
-    def offline(self, user: str) -> dict[str, Any]:
+    def offline(self, user: str, sql: str = "", args: tuple[Any, ...] = ()) -> dict[str, Any]:
+        """The database cannot answer: say what the list knows; with break-glass, say
+        the user has cached codes, and decide an ``offline_check`` here."""
         known = self.backend.enrolled
-        return {"result": "offline", "enrolled": None if known is None else user in known}
+        reply = {"result": "offline", "enrolled": None if known is None else user in known}
+        glass = self.glass
+        if glass is None or not glass.has(user):
+            return reply
+        if sql != OFFLINE_CHECK:
+            reply["recovery_codes"] = True
+            return reply
+        with self.backend.transition:
+            if not self.backend.healthy:
+                return glass.check(user, args[1])
+        # back meanwhile (and told what happened offline): the database decides
+        return self.answer(fastjson.dumps(
+            {"op": "offline_check", "user": user, "answer": args[1]}).encode())
 
     def handle(self, conn: socket.socket) -> None:
         try:
@@ -241,7 +269,7 @@ def listen(path: str) -> socket.socket:
 
 
 def run(dsn: str, timeout: float, socket_path: str, cache: str | None = None,
-        ready: Callable[[], None] | None = None) -> None:
+        ready: Callable[[], None] | None = None, glass: BreakGlass | None = None) -> None:
     """Serve until killed."""
     try:
         import psycopg2  # noqa: F401 (fail here, clearly, not in a worker thread)
@@ -250,9 +278,16 @@ def run(dsn: str, timeout: float, socket_path: str, cache: str | None = None,
 
         raise FleetError("python3-psycopg2 is not installed") from None
     backend = Backend(dsn, timeout, cache)
-    server = Server(backend, socket_path)
+    # offline: deny: nothing is looked up at login; only what was used offline is reported
+    server = Server(backend, socket_path, glass=glass if glass and glass.enabled else None)
+    if glass is not None:
+        backend.report = lambda: glass.report(backend.call, timeout)
     backend.check()  # first connection before the first login, if the database is up
     threading.Thread(target=backend.health_loop, daemon=True, name="fleet-health").start()
+    if glass is not None and glass.enabled:
+        threading.Thread(target=glass.sync, daemon=True, name="fleet-offline", args=(
+            backend.call, timeout, lambda: backend.healthy,
+            lambda: backend.enrolled)).start()
     say(f"serving {socket_path} ({'online' if backend.healthy else 'offline'})")
     if ready is not None:
         ready()

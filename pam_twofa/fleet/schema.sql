@@ -151,6 +151,20 @@ CREATE TABLE IF NOT EXISTS twofa.grants (
     expires timestamptz NOT NULL
 );
 
+-- Offline break-glass (store.postgresql.offline: recovery-codes): beside each MAC a
+-- bcrypt hash a host can verify while the database is unreachable, made only while
+-- settings.offline_days > 0; a host may fetch a user's hashes for offline_days after
+-- that user's last successful code check on it (host_logins).
+ALTER TABLE twofa.recovery_codes ADD COLUMN IF NOT EXISTS slow text;
+ALTER TABLE twofa.settings ADD COLUMN IF NOT EXISTS offline_days integer NOT NULL
+    DEFAULT 0 CHECK (offline_days BETWEEN 0 AND 365);
+CREATE TABLE IF NOT EXISTS twofa.host_logins (
+    user_name text NOT NULL REFERENCES twofa.users (name) ON DELETE CASCADE,
+    host text NOT NULL,
+    last_login timestamptz NOT NULL,
+    PRIMARY KEY (user_name, host)
+);
+
 REVOKE ALL ON ALL TABLES IN SCHEMA twofa FROM PUBLIC;
 
 -- ---------------------------------------------------------------- internal helpers
@@ -283,6 +297,22 @@ BEGIN
         'email_address', CASE WHEN u.locked_until > t OR u.suspended THEN u.email END);
 END $$;
 
+-- Offline break-glass helpers. A recovery code's host-verifiable hash: bcrypt, cost 10
+-- (~50 ms a guess on one core), only while break-glass is on (offline_days > 0).
+CREATE OR REPLACE FUNCTION twofa.slow_hash(code text) RETURNS text
+LANGUAGE sql VOLATILE SET search_path = twofa, pg_temp AS $$
+    SELECT CASE WHEN s.offline_days > 0 THEN twofa.crypt(code, twofa.gen_salt('bf', 10)) END
+    FROM twofa.settings AS s
+$$;
+
+-- A successful code check of ``p_user`` on this host (offline_codes may follow).
+CREATE OR REPLACE FUNCTION twofa.note_login(p_user text, t timestamptz) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = twofa, pg_temp AS $$
+    INSERT INTO twofa.host_logins AS h (user_name, host, last_login)
+    VALUES (p_user, session_user, t)
+    ON CONFLICT (user_name, host) DO UPDATE SET last_login = excluded.last_login
+$$;
+
 -- ---------------------------------------------------------------- host functions
 
 -- One login's answer: a TOTP code (replay = compare-and-set on last_step), else a
@@ -317,6 +347,7 @@ BEGIN
         WHERE name = p_user AND enrolled AND NOT suspended AND last_step < step
           AND locked_until <= t AND secret = u.secret;  -- not re-keyed meanwhile
         IF FOUND THEN
+            PERFORM twofa.note_login(p_user, t);
             RETURN jsonb_build_object('result', 'ok', 'step', step,
                                       'grant', twofa.new_grant(p_user, t));
         END IF;
@@ -336,6 +367,7 @@ BEGIN
                    locked_until = '-infinity', last_success = t
             WHERE name = p_user;
             SELECT count(*) INTO left_codes FROM twofa.recovery_codes WHERE user_name = p_user;
+            PERFORM twofa.note_login(p_user, t);
             RETURN jsonb_build_object('result', 'recovery-code', 'left', left_codes);
         END IF;
     END IF;
@@ -515,9 +547,9 @@ BEGIN
                             & 9223372036854775807) % 10000000000)::text, 10, '0'))
     INTO codes FROM generate_series(1, 10);
     DELETE FROM twofa.recovery_codes WHERE user_name = p_user;
-    INSERT INTO twofa.recovery_codes (user_name, mac)
-    SELECT p_user, twofa.hmac(convert_to(c, 'UTF8'), s.pepper, 'sha256') FROM unnest(codes) AS c
-    ON CONFLICT DO NOTHING;
+    INSERT INTO twofa.recovery_codes (user_name, mac, slow)
+    SELECT p_user, twofa.hmac(convert_to(c, 'UTF8'), s.pepper, 'sha256'), twofa.slow_hash(c)
+    FROM unnest(codes) AS c ON CONFLICT DO NOTHING;
     RETURN jsonb_build_object('result', 'ok', 'codes', to_jsonb(codes));
 END $$;
 
@@ -629,6 +661,61 @@ BEGIN
     RETURN twofa.count_failure(p_user, t, s, 'bad-emergency-code');
 END $$;
 
+-- The bcrypt hashes of a user's unused recovery codes, for this host's offline cache:
+-- only while break-glass is on, only for a user enrolled, not suspended, who passed a
+-- code check on this host within offline_days; with the user's lock, which the host
+-- keeps honouring offline. A used code is reported by its hash.
+CREATE OR REPLACE FUNCTION twofa_api.offline_codes(p_user text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    s twofa.settings;
+BEGIN
+    SELECT * INTO s FROM twofa.settings;
+    IF s.offline_days = 0 OR NOT EXISTS (
+            SELECT 1 FROM twofa.host_logins AS h JOIN twofa.users AS u ON u.name = h.user_name
+            WHERE h.user_name = p_user AND h.host = session_user AND u.enrolled
+              AND NOT u.suspended
+              AND h.last_login > t - make_interval(days => s.offline_days)) THEN
+        RETURN jsonb_build_object('result', 'not-allowed');
+    END IF;
+    RETURN jsonb_build_object('result', 'ok', 'codes', (
+        SELECT coalesce(jsonb_agg(slow ORDER BY slow), '[]') FROM twofa.recovery_codes
+        WHERE user_name = p_user AND slow IS NOT NULL), 'locked_until', (
+        SELECT CASE WHEN locked_until > t THEN twofa.epoch(locked_until) END
+        FROM twofa.users WHERE name = p_user));
+END $$;
+
+-- What this host did while the database was unreachable, reported before anything
+-- else when it answers again: the recovery codes used (by their bcrypt hash; deleted
+-- fleet-wide) and the wrong answers (counted like check_code's). Only for a user who
+-- logged in on this host before (the only users it can have cached).
+CREATE OR REPLACE FUNCTION twofa_api.offline_report(p_user text, p_used text[],
+                                                    p_failures integer) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    s twofa.settings;
+    used integer;
+BEGIN
+    SELECT * INTO s FROM twofa.settings;
+    PERFORM 1 FROM twofa.users WHERE name = p_user FOR UPDATE;
+    IF NOT EXISTS (SELECT 1 FROM twofa.host_logins
+                   WHERE user_name = p_user AND host = session_user) THEN
+        RETURN jsonb_build_object('result', 'not-allowed');
+    END IF;
+    DELETE FROM twofa.recovery_codes
+    WHERE user_name = p_user AND slow = ANY (coalesce(p_used, '{}'));
+    GET DIAGNOSTICS used = ROW_COUNT;
+    FOR i IN 1 .. least(greatest(coalesce(p_failures, 0), 0), s.max_failures) LOOP
+        PERFORM twofa.count_failure(p_user, t, s, 'bad-code');
+    END LOOP;
+    RETURN (SELECT jsonb_build_object('result', 'ok', 'used', used, 'suspended', suspended,
+                                      'locked_until', CASE WHEN locked_until > t
+                                                           THEN twofa.epoch(locked_until) END)
+            FROM twofa.users WHERE name = p_user);
+END $$;
+
 -- ---------------------------------------------------------------- admin functions
 
 -- Bring one user in from a file store: 'added', 'same' (that secret already), or
@@ -675,8 +762,8 @@ DECLARE
     n integer;
 BEGIN
     DELETE FROM twofa.recovery_codes WHERE user_name = p_user;
-    INSERT INTO twofa.recovery_codes (user_name, mac)
-    SELECT p_user, twofa.hmac(convert_to(c, 'UTF8'), s.pepper, 'sha256')
+    INSERT INTO twofa.recovery_codes (user_name, mac, slow)
+    SELECT p_user, twofa.hmac(convert_to(c, 'UTF8'), s.pepper, 'sha256'), twofa.slow_hash(c)
     FROM unnest(p_codes) AS c, twofa.settings AS s ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -1003,8 +1090,8 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     DELETE FROM twofa.grants WHERE user_name = p_user;
     DELETE FROM twofa.recovery_codes WHERE user_name = p_user;
-    INSERT INTO twofa.recovery_codes (user_name, mac)
-    SELECT p_user, twofa.hmac(convert_to(c, 'UTF8'), s.pepper, 'sha256')
+    INSERT INTO twofa.recovery_codes (user_name, mac, slow)
+    SELECT p_user, twofa.hmac(convert_to(c, 'UTF8'), s.pepper, 'sha256'), twofa.slow_hash(c)
     FROM unnest(p_codes) AS c, twofa.settings AS s ON CONFLICT DO NOTHING;
     UPDATE twofa.users SET enrolled = true, secret = p_secret, digits = p_digits,
            period = p_period, algorithm = p_algorithm, enrolled_at = t, last_step = -1,
@@ -1036,8 +1123,8 @@ BEGIN
         RETURN NULL;
     END IF;
     DELETE FROM twofa.recovery_codes WHERE user_name = p_user;
-    INSERT INTO twofa.recovery_codes (user_name, mac)
-    SELECT p_user, twofa.hmac(convert_to(c, 'UTF8'), s.pepper, 'sha256')
+    INSERT INTO twofa.recovery_codes (user_name, mac, slow)
+    SELECT p_user, twofa.hmac(convert_to(c, 'UTF8'), s.pepper, 'sha256'), twofa.slow_hash(c)
     FROM unnest(p_codes) AS c, twofa.settings AS s ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -1086,4 +1173,9 @@ GRANT EXECUTE ON FUNCTION
     twofa_api.disable(text, text),
     twofa_api.email_begin(text, text, text, integer),
     twofa_api.email_set(text, text)
+
+-- Offline break-glass (store.postgresql.offline: recovery-codes).
+GRANT EXECUTE ON FUNCTION
+    twofa_api.offline_codes(text),
+    twofa_api.offline_report(text, text[], integer)
 TO twofa_host;
