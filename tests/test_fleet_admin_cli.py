@@ -116,6 +116,23 @@ def test_recovery_codes_reset_work_once_and_void_the_old_ones(
     assert fleet_db.server.psql("SELECT count(*) FROM twofa.users WHERE name = 'carol'") == "0"
 
 
+def test_admin_made_codes_carry_the_break_glass_hash_only_when_it_is_on(
+        fleet_db: FleetDb, tmp_path: Path) -> None:
+    """Every place recovery codes are made gives them the host-verifiable hash while
+    ``offline_days`` is on (break-glass), and none while it is off."""
+    slow = "SELECT count(slow) FROM twofa.recovery_codes WHERE user_name = 'alice'"
+    adm(tmp_path, fleet_db, "enroll", "alice", "--recovery-codes")
+    assert recovery_left(fleet_db, "alice") == 10 and fleet_db.server.psql(slow) == "0"
+    fleet_db.settings(offline_days=30)
+    adm(tmp_path, fleet_db, "recovery-codes", "alice")
+    assert fleet_db.server.psql(slow) == "10"
+    adm(tmp_path, fleet_db, "enroll", "alice", "--recovery-codes")
+    assert fleet_db.server.psql(slow) == "10"
+    fleet_db.settings(offline_days=0)
+    adm(tmp_path, fleet_db, "recovery-codes", "alice")
+    assert fleet_db.server.psql(slow) == "0"
+
+
 def test_trust_list_shows_every_host_and_revoke_asks_for_a_code_again(
         fleet_db: FleetDb, hosts: list[Host], tmp_path: Path) -> None:
     for h in hosts:

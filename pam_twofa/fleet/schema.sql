@@ -1173,6 +1173,7 @@ GRANT EXECUTE ON FUNCTION
     twofa_api.disable(text, text),
     twofa_api.email_begin(text, text, text, integer),
     twofa_api.email_set(text, text)
+TO twofa_host;
 
 -- Offline break-glass (store.postgresql.offline: recovery-codes).
 GRANT EXECUTE ON FUNCTION
