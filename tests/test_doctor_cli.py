@@ -90,9 +90,22 @@ def test_module_before_the_password_step(host: Host) -> None:
                                  "@include common-auth"))
     f = only(host, "pam-before-password", "error")
     assert f["line"] == host.line_of(sshd, MODULE)
-    # single_prompt=ask goes there on purpose (it only splits the answer)
+    # single_prompt=ask goes there on purpose (it only splits the answer) ...
     sshd.write_text(sshd.read_text().replace(MODULE, MODULE + " single_prompt=ask"))
-    clean(host)
+    # ... but alone it checks no code: the password alone logs in
+    f = only(host, "pam-single-prompt-no-verify", "critical")
+    assert f["line"] == host.line_of(sshd, MODULE + " single_prompt=ask")
+    assert "single_prompt=verify" in str(f["fix"])
+    text = sshd.read_text()
+    sshd.write_text(text.replace("@include common-auth\n", "@include common-auth\n"
+                                 f"{GUARD}\n{MODULE} single_prompt=verify\n", 1))
+    clean(host)  # the pair, in order: no finding (not "runs 2 times" either)
+    sshd.write_text(text.replace(f"{GUARD}\n{MODULE} single_prompt=ask\n", "", 1).replace(
+        "@include common-auth\n", "@include common-auth\n"
+        f"{GUARD}\n{MODULE} single_prompt=verify\n{GUARD}\n{MODULE} single_prompt=ask\n", 1))
+    rc, found = host.doctor()  # ask after verify: no pair (and the code asked twice)
+    assert rc == 1 and {(f["check"], f["severity"]) for f in problems(found)} == {
+        ("pam-single-prompt-no-verify", "critical"), ("pam-twice", "warning")}
 
 
 def test_no_requisite_after_the_password_step(host: Host) -> None:

@@ -15,6 +15,10 @@ from pam_twofa.hostconf import pamstack as ps
 from pam_twofa.hostconf import pamstatus as st
 from pam_twofa.rollout.findings import CRITICAL, ERROR, INFO, WARNING, Finding
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 GUARD_LINE = "auth [success=1 ignore=ignore default=die] pam_twofa_guard.so"
 ENABLE = "'twofa-admin pam disable {s}' then 'twofa-admin pam enable {s}' writes the safe lines"
 FIXES = {
@@ -110,7 +114,8 @@ def check(pam_dir: str, ssh_service: str) -> list[Finding]:
                                "cannot read pam-twofa's state: unlocking fails",
                                f"twofa-admin pam disable {name} (or unprivileged=ignore on "
                                "its line)", row["file"]))
-        if len(row["entries"]) > 1:
+        out.extend(_single_prompt(name, row))
+        if len(row["entries"]) > 1 and not _split(row["entries"]):
             out.append(Finding("pam-twice", WARNING,
                                f"{name}: pam-twofa runs {len(row['entries'])} times in this "
                                "stack: the code is asked as often",
@@ -124,4 +129,36 @@ def check(pam_dir: str, ssh_service: str) -> list[Finding]:
                            "twofa-admin pam enable SERVICE (after 'twofa-admin report')",
                            pam_dir))
     return out
+
+
+def _mode(item: dict[str, Any]) -> str | None:
+    """``ask``/``verify`` of a line's ``single_prompt=`` argument (None: none)."""
+    for arg in item["args"]:
+        if str(arg).startswith("single_prompt="):
+            return str(arg).partition("=")[2]
+    return None
+
+
+def _split(entries: list[dict[str, Any]]) -> bool:
+    """The single-prompt pair, in order: one ``ask`` line, then one ``verify`` line."""
+    return [_mode(e) for e in entries] == ["ask", "verify"]
+
+
+def _single_prompt(name: str, row: dict[str, Any]) -> list[Finding]:
+    """``ask`` only splits the answer and decides nothing: without a ``verify`` line
+    after it the password alone logs in (README "Single-prompt mode")."""
+    entries = row["entries"]
+    modes = [_mode(e) for e in entries]
+    if "ask" not in modes:
+        return []
+    first = modes.index("ask")
+    if "verify" in modes[first + 1:]:
+        return []
+    item = entries[first]
+    return [Finding("pam-single-prompt-no-verify", CRITICAL,
+                    f"{name}: single_prompt=ask splits the answer but checks no code, and "
+                    "no single_prompt=verify line follows it: the password alone logs in",
+                    "add the guard line and 'auth required pam_python.so pam_twofa.py "
+                    "single_prompt=verify' after the requisite password step",
+                    item["file"], item["line"])]
 
