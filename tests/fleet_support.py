@@ -7,6 +7,7 @@ test's ``fleet_db`` is a fresh copy (~0.3 s) with its own server.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -22,7 +23,9 @@ import pytest
 from pam_twofa import fleetclient, totp
 from pam_twofa.fleet import admin
 from pam_twofa.schema import defaults
+from tests.harness import rundir
 from tests.harness.pgserver import PgServer, make_template
+from tests.harness.procs import setpriv_cmd
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 1.0  # store.postgresql.timeout_seconds of the test daemons
@@ -128,7 +131,10 @@ def check(db: FleetDb, conn: Any, user: str, answer: str) -> dict[str, Any]:
 class Daemon:
     """``twofa-fleetd`` for one host; ``ask`` is the login's client call."""
 
-    def __init__(self, tmp: Path, name: str, dsn: str, cache: Path | None = None) -> None:
+    def __init__(self, tmp: Path, name: str, dsn: str, cache: Path | None = None,
+                 uid: int | None = None) -> None:
+        """``uid``: run as that uid (the login's, e.g. an unprivileged sshd's), which
+        the daemon then lets ask; by default as the test (root)."""
         self.dir = tmp / name
         self.dir.mkdir(mode=0o700)
         self.socket = str(self.dir / "fleetd.sock")
@@ -137,10 +143,16 @@ class Daemon:
                           f"    dsn: \"{dsn}\"\n    timeout_seconds: {TIMEOUT}\n")
         policy.chmod(0o600)
         self.log = open(self.dir / "log", "w+")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            ["/usr/bin/python3", "-m", "pam_twofa.cli.fleetd", "--policy", str(policy),
-             "--socket", self.socket, "--cache", str(cache or self.dir / "enrolled.json")],
-            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+        cmd = ["/usr/bin/python3", "-m", "pam_twofa.cli.fleetd", "--policy", str(policy),
+               "--socket", self.socket, "--cache", str(cache or self.dir / "enrolled.json")]
+        env = dict(os.environ)
+        if uid is not None:
+            for path in (self.dir, policy):
+                os.chown(path, uid, uid)
+            rundir.let_others_traverse(tmp)
+            cmd, env = setpriv_cmd(cmd, env, uid)
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while not self.serving():
             assert self.proc.poll() is None, self.output()
@@ -174,10 +186,10 @@ def daemons() -> Iterator[list[Daemon]]:
 
 
 def start(daemons: list[Daemon], tmp: Path, name: str, dsn: str,
-          cache: Path | None = None) -> Daemon:
+          cache: Path | None = None, uid: int | None = None) -> Daemon:
     """``twofa-fleetd`` as host ``name`` (a dir of its own under ``tmp``) on ``dsn``
-    (``cache``: its enrolled list, by default in its dir)."""
-    d = Daemon(tmp, name, dsn, cache)
+    (``cache``: its enrolled list, by default in its dir; ``uid``: see ``Daemon``)."""
+    d = Daemon(tmp, name, dsn, cache, uid)
     daemons.append(d)
     return d
 

@@ -149,7 +149,12 @@ def read_line(conn: socket.socket, deadline: float) -> bytes:
 
 
 class Server:
-    """The Unix socket side: one thread per connection, at most ``MAX_CONNECTIONS``."""
+    """The Unix socket side: one thread per connection, at most ``MAX_CONNECTIONS``.
+
+    Who may ask: uid 0 and ``allowed_uid`` (the daemon's own uid: root under systemd;
+    a daemon run as another user trusts only what runs as that user, which holds its
+    database credentials anyway).
+    """
 
     def __init__(self, backend: Backend, socket_path: str, allowed_uid: int = 0) -> None:
         self.backend = backend
@@ -185,7 +190,7 @@ class Server:
     def handle(self, conn: socket.socket) -> None:
         try:
             with conn:
-                if peer_uid(conn) != self.allowed_uid:
+                if peer_uid(conn) not in (0, self.allowed_uid):
                     reply: dict[str, Any] = {"error": "not-allowed"}
                 else:
                     try:
@@ -239,7 +244,7 @@ def run(dsn: str, timeout: float, socket_path: str, cache: str | None = None,
 
         raise FleetError("python3-psycopg2 is not installed") from None
     backend = Backend(dsn, timeout, cache)
-    server = Server(backend, socket_path)
+    server = Server(backend, socket_path, os.geteuid())
     backend.check()  # first connection before the first login, if the database is up
     threading.Thread(target=backend.health_loop, daemon=True, name="fleet-health").start()
     say(f"serving {socket_path} ({'online' if backend.healthy else 'offline'})")
