@@ -9,6 +9,7 @@ gets one fresh try. psycopg2 (python3-psycopg2) loads here only, in the daemon.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import socket
@@ -79,6 +80,39 @@ class Connector:
         return got
 
 
+class FairLock:
+    """A lock handed over in arrival order (a ``threading.Lock`` lets a newcomer barge
+    in: in a burst one login could wait past its deadline while later ones pass)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: collections.deque[threading.Lock] = collections.deque()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return True
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiters.append(gate)
+        if gate.acquire(timeout=max(0.0, timeout)):
+            return True  # handed over by release
+        with self._mutex:
+            if gate in self._waiters:
+                self._waiters.remove(gate)
+                return False
+        return True  # handed over just as the wait ended
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()  # still held: by the next in line
+            else:
+                self._held = False
+
+
 def _close(conn: Any) -> None:
     with contextlib.suppress(Exception):
         conn.close()
@@ -107,7 +141,7 @@ class Backend:
         self.timeout = timeout
         self.cache = cache
         self.cache_lock = threading.Lock()  # the enrolled list and its file
-        self.use = threading.Lock()  # the connection, one call at a time
+        self.use = FairLock()  # the connection, one call at a time, in turn
         self.conn: Any = None
         self.connector = Connector(dsn, timeout)
         self.busy_lock = threading.Lock()  # guards busy, shared with the watchdog
@@ -123,8 +157,11 @@ class Backend:
         """Rows of ``sql``; ``Offline`` when the database cannot answer by ``deadline``
         (``RuntimeError``: the database refused the call)."""
         left = deadline - time.monotonic()
-        if left <= 0 or not self.use.acquire(timeout=left):
+        if left <= 0 or not self.use.acquire(left):
             self.mark(False, "no answer within the timeout")  # the call before us hangs
+            raise Offline("timeout")
+        if time.monotonic() > deadline:  # our turn came too late
+            self.use.release()
             raise Offline("timeout")
         try:
             return self._call(sql, args, deadline)

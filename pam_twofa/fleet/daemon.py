@@ -3,15 +3,16 @@
 Why a daemon: psycopg2's import and a TLS connect cost ~60 ms, a login's budget
 is a few ms. The daemon keeps one connection (libpq DSN from the policy, a client
 certificate per host) and answers the module (``pam_twofa.fleetclient``) over a
-Unix socket that only uid 0 may use (SO_PEERCRED), one JSON line each way.
+Unix socket that only uid 0 (and its own uid) may use (SO_PEERCRED), one JSON
+line each way.
 
 The database never makes a login hang: every call ends by ``timeout_seconds``
 (``backend``: a call that does not finish in time loses its connection, since a
-hung server never answers, and the next call gets a fresh one). A health check runs every few seconds: while the
-database is unreachable, requests are answered ``offline`` at once, and the
-check reconnects as soon as it answers again. The names of enrolled users (never
-a secret) are kept in memory and in ``cache`` so offline answers can say whether
-a user is enrolled.
+hung server never answers, and the next call gets a fresh one). A health check
+runs every few seconds: while the database is unreachable, requests are answered
+``offline`` at once, and the check reconnects as soon as it answers again. The
+names of enrolled users (never a secret) are kept in memory and in ``cache`` so
+offline answers can say whether a user is enrolled.
 """
 
 from __future__ import annotations
