@@ -151,6 +151,7 @@ class Backend:
         self.enrolled: frozenset[str] | None = self._read_cache()
         self.cache_at = 0.0
         self.stopping = threading.Event()
+        self.recheck = threading.Event()  # wakes the health loop early
         threading.Thread(target=self._watch, daemon=True, name="fleet-watchdog").start()
 
     def call(self, sql: str, args: tuple[Any, ...], deadline: float) -> list[Any]:
@@ -158,7 +159,8 @@ class Backend:
         (``RuntimeError``: the database refused the call)."""
         left = deadline - time.monotonic()
         if left <= 0 or not self.use.acquire(left):
-            self.mark(False, "no answer within the timeout")  # the call before us hangs
+            # busy past our deadline: offline for this call; whether the database
+            # is down is for the call that holds the connection (or the health check)
             raise Offline("timeout")
         if time.monotonic() > deadline:  # our turn came too late
             self.use.release()
@@ -220,6 +222,8 @@ class Backend:
         """Remember the database's state; log each change (and the first state)."""
         if healthy != self.healthy:
             say("database reachable" if healthy else f"database offline: {why}")
+            if self.healthy and not healthy:
+                self.recheck.set()  # a call that was only slow: online again at once
         self.healthy = healthy
 
     def check(self) -> bool:
@@ -242,7 +246,8 @@ class Backend:
     def health_loop(self) -> None:
         while not self.stopping.is_set():
             healthy = self.check()
-            self.stopping.wait(HEALTH_SECONDS if healthy else 1.0)
+            self.recheck.wait(HEALTH_SECONDS if healthy else 1.0)
+            self.recheck.clear()
 
     def note_enrolled(self, user: str) -> None:
         """``user`` is enrolled (an answer said so): offline answers say so from now
