@@ -7,8 +7,10 @@ test's ``fleet_db`` is a fresh copy (~0.3 s) with its own server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -26,6 +28,7 @@ from pam_twofa.schema import defaults
 from tests.harness import rundir
 from tests.harness.pgserver import PgServer, make_template
 from tests.harness.procs import setpriv_cmd
+from tests.harness.proctree import descendants
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 1.0  # store.postgresql.timeout_seconds of the test daemons
@@ -192,6 +195,22 @@ def start(daemons: list[Daemon], tmp: Path, name: str, dsn: str,
     d = Daemon(tmp, name, dsn, cache, uid)
     daemons.append(d)
     return d
+
+
+@contextlib.contextmanager
+def frozen(db: FleetDb) -> Iterator[None]:
+    """Every process of the database stopped (SIGSTOP): it accepts connections (the
+    kernel's backlog) and never answers, calls in flight hang. Resumed afterwards."""
+    first = (db.server.data / "postmaster.pid").read_text().split("\n", 1)[0]
+    pids = [int(first), *descendants(int(first))]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 @pytest.fixture

@@ -12,9 +12,6 @@ ask, as well as root).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,10 +27,10 @@ from tests.fleet_support import (
     daemons,
     fleet_db,
     fleet_template,
+    frozen,
     start,
 )
 from tests.harness.pamenv import PamEnv
-from tests.harness.proctree import descendants
 from tests.harness.sshclient import Login
 from tests.harness.sshd import NOBODY, SshServer
 from tests.harness.wait import wait_fresh_step, wait_until
@@ -147,22 +144,6 @@ def test_database_stopped_refuses_the_enrolled_in_time_password_for_the_rest(
     # host2's daemon started before alice enrolled and never saw her log in: its list
     # (refreshed every minute) does not know her yet; the policy requires her
     offline_logins(two[1], client, ok.seconds, enrolled="no")
-
-
-@contextlib.contextmanager
-def frozen(fleet_db: FleetDb) -> Iterator[None]:
-    """Every process of the database stopped (SIGSTOP): it accepts connections (the
-    kernel's backlog) and never answers, calls in flight hang. Resumed afterwards."""
-    first = (fleet_db.server.data / "postmaster.pid").read_text().split("\n", 1)[0]
-    pids = [int(first), *descendants(int(first))]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
 
 
 def test_database_that_hangs_mid_call_refuses_in_time(
