@@ -4,7 +4,8 @@ Sections (``--only`` picks some): pam (PAM transaction timings), ssh (SSH logins
 scale (store and policy size), conc (64 concurrent logins), guard (pam_python with and
 without pam_twofa_guard.so; authenticate vs setcred), rollout (twofa-admin report over
 1,000 users and doctor), fleet (a TOTP login on the fleet store, PostgreSQL through
-twofa-fleetd, vs the file store). Ratios are computed
+twofa-fleetd, vs the file store; and 64 concurrent logins across 8 hosts on each).
+Ratios are computed
 within one run from interleaved measurements; targets are checked and printed, and
 the exit status is 0 whatever they say (a bench reports, the tests decide).
 """
@@ -17,7 +18,17 @@ import sys
 import time
 from typing import Any
 
-from bench import concurrency, fleet, guardrun, pamrun, report, rollout, scale, sshrun
+from bench import (
+    concurrency,
+    fleet,
+    fleetconc,
+    guardrun,
+    pamrun,
+    report,
+    rollout,
+    scale,
+    sshrun,
+)
 from bench.world import World, ensure_pyc, median, percentile
 
 FLOOR = "floor (bare pam_python)"
@@ -94,6 +105,10 @@ def verdicts(result: dict[str, Any]) -> list[str]:
             out.append(f"twofa-admin {row['name']}: {row['median_ms']} ms (target < "
                        f"{rollout.TARGET_S:g} s): {'met' if ok else 'NOT met'}")
     out += fleet.verdict(result.get("fleet", []))
+    for row in result.get("fleet_concurrency", []):
+        out.append(f"64 logins on 8 hosts, {row['store']}: {row['logins_per_s']} logins/s "
+                   f"({row['throughput_vs_file']}x the file store), p99 {row['p99_ms']} ms "
+                   f"({row['p99_vs_file']}x); {'exact' if row['exact'] else 'NOT exact'}")
     for row in result.get("concurrency", []):
         if not row["module"].startswith("floor"):
             out.append(f"concurrency {row['case']}, {row['module']}: "
@@ -155,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
                            "to PostgreSQL on a Unix socket)", result["fleet"],
                            ["name", "n", "median_ms", "p90_ms", "ratio_to_file",
                             "cpu_median_ms", "cpu_ratio"]), end="\n\n")
+        result["fleet_concurrency"] = fleetconc.run(args.rounds)
+        print(report.table("64 concurrent logins (64 users, right code each) across 8 hosts",
+                           result["fleet_concurrency"],
+                           ["case", "store", "rounds", "logins_per_s", "throughput_vs_file",
+                            "p99_ms", "p99_vs_file", "exact"]), end="\n\n")
     result["load_at_end"] = round(os.getloadavg()[0], 2)
     result["verdicts"] = verdicts(result)
     print("\n".join(result["verdicts"]))

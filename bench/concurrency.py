@@ -33,15 +33,17 @@ def _wait_mid_step(margin: float = 5.0) -> None:
         time.sleep(left + 0.05)
 
 
-def burst(world: World, service: str, users: list[str]) -> dict[str, object]:
-    """Start one login per entry of ``users`` at once; wall time, latencies, exit codes."""
+def burst(world: World, service: str | list[str], users: list[str]) -> dict[str, object]:
+    """Start one login per entry of ``users`` at once (``service``: one for all, or one
+    per login); wall time, latencies, exit codes."""
     _wait_mid_step()
     code = code_now()
     world.drain_log()
     procs = []
+    services = service if isinstance(service, list) else [service] * len(users)
     started = time.perf_counter()
-    for user in users:
-        cmd, env = private_tmp_cmd(["pamtester", service, user, "authenticate"],
+    for user, svc in zip(users, services, strict=True):
+        cmd, env = private_tmp_cmd(["pamtester", svc, user, "authenticate"],
                                    world.env.wrapper_env())
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, env=env, cwd=world.tmp)

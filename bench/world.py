@@ -105,6 +105,10 @@ class World:
         oath.write_text(f"HOTP/T30/6\t{user}\t-\t{totp.b32decode(SECRET).hex()}\n")
         oath.chmod(0o600)
         pristine = oath.read_bytes()
+
+        def restore_oath() -> None:  # pam_oath refuses a replayed code
+            oath.write_bytes(pristine)
+
         env.service_raw("oath", self._stack(
             f"auth required pam_oath.so usersfile={oath} window=1 digits=6"))
         return [
@@ -112,7 +116,7 @@ class World:
             Contender("floor (bare pam_python)", "floor", with_code),
             Contender("pam-twofa TOTP", "twofa", with_code, lambda: self.reset_twofa(user)),
             Contender("google-authenticator", "ga", with_code),
-            Contender("pam_oath", "oath", with_code, lambda: oath.write_bytes(pristine)),
+            Contender("pam_oath", "oath", with_code, restore_oath),
         ]
 
     def _stack(self, module_line: str) -> list[str]:

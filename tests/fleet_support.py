@@ -7,7 +7,10 @@ test's ``fleet_db`` is a fresh copy (~0.3 s) with its own server.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -22,7 +25,10 @@ import pytest
 from pam_twofa import fleetclient, totp
 from pam_twofa.fleet import admin
 from pam_twofa.schema import defaults
+from tests.harness import rundir
 from tests.harness.pgserver import PgServer, make_template
+from tests.harness.procs import setpriv_cmd
+from tests.harness.proctree import descendants
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 1.0  # store.postgresql.timeout_seconds of the test daemons
@@ -130,7 +136,9 @@ class Daemon:
 
     def __init__(self, tmp: Path, name: str, dsn: str, cache: Path | None = None,
                  timeout: float = TIMEOUT, offline: str = "deny",
-                 offline_dir: Path | None = None) -> None:
+                 offline_dir: Path | None = None, uid: int | None = None) -> None:
+        """``uid``: run as that uid (the login's, e.g. an unprivileged sshd's), which
+        the daemon then lets ask; by default as the test (root)."""
         self.dir = tmp / name
         self.dir.mkdir(mode=0o700)
         self.socket = str(self.dir / "fleetd.sock")
@@ -141,11 +149,17 @@ class Daemon:
                           f"    offline: {offline}\n")
         policy.chmod(0o600)
         self.log = open(self.dir / "log", "w+")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            ["/usr/bin/python3", "-m", "pam_twofa.cli.fleetd", "--policy", str(policy),
-             "--socket", self.socket, "--cache", str(cache or self.dir / "enrolled.json"),
-             "--offline-dir", str(self.offline_dir)],
-            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+        cmd = ["/usr/bin/python3", "-m", "pam_twofa.cli.fleetd", "--policy", str(policy),
+               "--socket", self.socket, "--cache", str(cache or self.dir / "enrolled.json"),
+               "--offline-dir", str(self.offline_dir)]
+        env = dict(os.environ)
+        if uid is not None:
+            for path in (self.dir, policy):
+                os.chown(path, uid, uid)
+            rundir.let_others_traverse(tmp)
+            cmd, env = setpriv_cmd(cmd, env, uid)
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while not self.serving():
             assert self.proc.poll() is None, self.output()
@@ -182,10 +196,27 @@ def start(daemons: list[Daemon], tmp: Path, name: str, dsn: str,
           cache: Path | None = None, **kw: Any) -> Daemon:
     """``twofa-fleetd`` as host ``name`` (a dir of its own under ``tmp``) on ``dsn``
     (``cache``: its enrolled list, by default in its dir; ``timeout``: its
-    ``timeout_seconds``; ``offline``, ``offline_dir``: break-glass)."""
+    ``timeout_seconds``; ``offline``, ``offline_dir``: break-glass; ``uid``: see
+    ``Daemon``)."""
     d = Daemon(tmp, name, dsn, cache, **kw)
     daemons.append(d)
     return d
+
+
+@contextlib.contextmanager
+def frozen(db: FleetDb) -> Iterator[None]:
+    """Every process of the database stopped (SIGSTOP): it accepts connections (the
+    kernel's backlog) and never answers, calls in flight hang. Resumed afterwards."""
+    first = (db.server.data / "postmaster.pid").read_text().split("\n", 1)[0]
+    pids = [int(first), *descendants(int(first))]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 @pytest.fixture

@@ -3,20 +3,21 @@
 Why a daemon: psycopg2's import and a TLS connect cost ~60 ms, a login's budget
 is a few ms. The daemon keeps one connection (libpq DSN from the policy, a client
 certificate per host) and answers the module (``pam_twofa.fleetclient``) over a
-Unix socket that only uid 0 may use (SO_PEERCRED), one JSON line each way.
+Unix socket that only uid 0 (and its own uid) may use (SO_PEERCRED), one JSON
+line each way.
 
-The database never makes a login hang: every call runs on a worker thread and
-the request waits at most ``timeout_seconds``; a call that does not finish in time
-abandons that worker and its connection (a hung server never answers) and the
-next call gets a fresh one. A health check runs every few seconds: while the
-database is unreachable, requests are answered ``offline`` at once, and the
-check reconnects as soon as it answers again. The names of enrolled users (never
-a secret) are kept in memory and in ``cache`` so offline answers can say whether
-a user is enrolled.
+The database never makes a login hang: every call ends by ``timeout_seconds``
+(``backend``: a call that does not finish in time loses its connection, since a
+hung server never answers, and the next call gets a fresh one). A health check
+runs every few seconds: while the database is unreachable, requests are answered
+``offline`` at once, and the check reconnects as soon as it answers again. The
+names of enrolled users (never a secret) are kept in memory and in ``cache`` so
+offline answers can say whether a user is enrolled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 MAX_REQUEST = 8192
 MAX_CONNECTIONS = 128
+SPARE = 2  # idle accepting threads kept after a burst
 REQUEST_SECONDS = 5.0  # to send the request line
 
 # op -> (SQL, argument names and their kinds); kinds: u = user name, s = string (max
@@ -167,7 +169,15 @@ def read_line(conn: socket.socket, deadline: float) -> bytes:
 
 
 class Server:
-    """The Unix socket side: one thread per connection, at most ``MAX_CONNECTIONS``."""
+    """The Unix socket side: threads that each accept a connection and answer it
+    themselves (no thread started, no hand-off per request: a login asks twice), one
+    more whenever all are busy, at most ``MAX_CONNECTIONS``; past that, connections
+    wait in the listen queue (the client's deadline bounds the wait).
+
+    Who may ask: uid 0 and ``allowed_uid`` (the daemon's own uid: root under systemd;
+    a daemon run as another user trusts only what runs as that user, which holds its
+    database credentials anyway).
+    """
 
     def __init__(self, backend: Backend, socket_path: str, allowed_uid: int = 0,
                  glass: BreakGlass | None = None) -> None:
@@ -175,7 +185,9 @@ class Server:
         self.glass = glass
         self.socket_path = socket_path
         self.allowed_uid = allowed_uid
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.count = threading.Lock()  # guards threads and idle
+        self.threads = 0
+        self.idle = 0
         self.sock = listen(socket_path)
 
     def answer(self, line: bytes) -> dict[str, Any]:
@@ -224,7 +236,11 @@ class Server:
     def handle(self, conn: socket.socket) -> None:
         try:
             with conn:
-                if peer_uid(conn) != self.allowed_uid:
+                if peer_uid(conn) not in (0, self.allowed_uid):
+                    # its line is read (and dropped) first: it gets the refusal, not
+                    # a broken pipe when its write meets a closed socket
+                    with contextlib.suppress(BadRequest):
+                        read_line(conn, time.monotonic() + 1.0)
                     reply: dict[str, Any] = {"error": "not-allowed"}
                 else:
                     try:
@@ -236,16 +252,42 @@ class Server:
                 conn.sendall((fastjson.dumps(reply) + "\n").encode("ascii"))
         except OSError:
             pass  # the client went away
-        finally:
-            self.slots.release()
+
+    def _spawn(self) -> None:
+        """One more accepting thread (``count`` held)."""
+        self.threads += 1
+        self.idle += 1
+        threading.Thread(target=self._accepting, daemon=True, name="fleet-conn").start()
+
+    def _accepting(self, stays: bool = False) -> None:
+        """Accept and answer; a thread past ``SPARE`` idle ones ends (``stays``: never)."""
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError as exc:  # out of file descriptors, say: try again soon
+                say(f"accept: {exc}")
+                time.sleep(0.1)
+                continue
+            with self.count:
+                self.idle -= 1
+                if self.idle == 0 and self.threads < MAX_CONNECTIONS:
+                    self._spawn()  # the next connection finds a thread waiting
+            try:
+                self.handle(conn)
+            except Exception as exc:  # a bug: this request fails, the thread serves on
+                say(f"internal error answering a request: {type(exc).__name__}")
+            with self.count:
+                if not stays and self.idle >= SPARE:
+                    self.threads -= 1
+                    return
+                self.idle += 1
 
     def serve_forever(self) -> None:
-        while True:
-            conn, _ = self.sock.accept()
-            if not self.slots.acquire(blocking=False):
-                conn.close()  # full: the client's answer is offline, nothing waits
-                continue
-            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+        with self.count:
+            self.threads += 1  # this thread accepts too
+            self.idle += 1
+            self._spawn()
+        self._accepting(stays=True)
 
 
 def listen(path: str) -> socket.socket:
@@ -279,7 +321,8 @@ def run(dsn: str, timeout: float, socket_path: str, cache: str | None = None,
         raise FleetError("python3-psycopg2 is not installed") from None
     backend = Backend(dsn, timeout, cache)
     # offline: deny: nothing is looked up at login; only what was used offline is reported
-    server = Server(backend, socket_path, glass=glass if glass and glass.enabled else None)
+    server = Server(backend, socket_path, os.geteuid(),
+                    glass=glass if glass and glass.enabled else None)
     if glass is not None:
         backend.report = lambda: glass.report(backend.call, timeout)
     backend.check()  # first connection before the first login, if the database is up
