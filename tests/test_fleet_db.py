@@ -141,6 +141,37 @@ def test_host_role_has_no_privilege_on_any_table(fleet_db: FleetDb) -> None:
     assert info.value.pgcode == "42501"
 
 
+# The whole door, pinned: a new twofa_api function is executable by nobody until it
+# is added here and granted on purpose (functions are PUBLIC's by default).
+HOST_API = {"account", "add_device", "check_code", "devices", "disable", "email_begin",
+            "email_set", "emergency_begin", "emergency_check", "enroll_begin",
+            "enroll_confirm", "enroll_finish", "enrolled_users", "first_seen", "hello",
+            "new_recovery_codes", "offline_codes", "offline_report", "prove",
+            "revoke_device", "skip_device", "status"}
+ADMIN_API = {"admin_devices", "admin_email", "admin_enroll", "admin_import",
+             "admin_recovery_codes", "admin_report", "admin_reset", "admin_revoke_devices",
+             "admin_set_email", "admin_set_recovery_codes", "admin_status", "admin_unlock",
+             "enrolled_users", "status"}
+
+
+def test_each_api_function_runs_as_definer_for_exactly_its_roles(fleet_db: FleetDb) -> None:
+    owner = fleet_db.connect()
+    with owner.cursor() as cur:
+        cur.execute("CREATE ROLE stranger LOGIN")  # in no twofa group: PUBLIC's rights
+        cur.execute(
+            "SELECT p.proname, p.prosecdef, p.proconfig,"
+            " has_function_privilege('host1', p.oid, 'EXECUTE'),"
+            " has_function_privilege('twofa_admin', p.oid, 'EXECUTE'),"
+            " has_function_privilege('stranger', p.oid, 'EXECUTE')"
+            " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = 'twofa_api'")
+        rows = cur.fetchall()
+    assert {r[0] for r in rows} == HOST_API | ADMIN_API
+    for name, definer, config, host, admin, stranger in rows:
+        assert definer and config == ["search_path=twofa, pg_temp"], name
+        assert (host, admin, stranger) == (name in HOST_API, name in ADMIN_API, False), name
+
+
 def test_grants_forged_reused_or_foreign_are_refused(fleet_db: FleetDb) -> None:
     secret = fleet_db.enroll("frank")
     h1, h2 = fleet_db.connect("host1"), fleet_db.connect("host2")
