@@ -16,6 +16,7 @@ import trustme
 
 from pam_twofa import fleetclient, totp
 from pam_twofa.errors import FleetError
+from pam_twofa.fleet.backend import HEALTH_SECONDS
 from tests.fleet_support import (
     SLACK,
     TIMEOUT,
@@ -113,6 +114,20 @@ def test_database_stopped_answers_offline_in_time_then_recovers(
         assert time.monotonic() < deadline, d1.output()
         time.sleep(0.2)
     assert fleet_db.row("dave")["failures"] == 1
+
+
+def test_an_enrollment_elsewhere_is_known_offline_within_a_health_check(
+        fleet_db: FleetDb, tmp_path: Path, daemons: list[Daemon]) -> None:
+    """A user enrolled on another host a few seconds ago, never asked about here, is
+    known as enrolled when the database goes away (refused, not let in on the
+    password): the list follows enrollments at each health check (5 s), not only at
+    its full refresh (60 s)."""
+    d1 = start(daemons, tmp_path, "h1", fleet_db.server.dsn("host1"))
+    assert d1.check("fay", "123456")["result"] == "not-enrolled"
+    fleet_db.enroll("fay")  # elsewhere: no answer of this daemon says so
+    time.sleep(HEALTH_SECONDS + 1.5)
+    fleet_db.server.stop("fast")
+    assert d1.check("fay", "123456") == {"result": "offline", "enrolled": True}
 
 
 def test_a_database_restart_between_logins_costs_no_offline_answer(

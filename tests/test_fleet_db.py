@@ -144,7 +144,7 @@ def test_host_role_has_no_privilege_on_any_table(fleet_db: FleetDb) -> None:
 # The whole door, pinned: a new twofa_api function is executable by nobody until it
 # is added here and granted on purpose (functions are PUBLIC's by default).
 HOST_API = {"account", "add_device", "check_code", "devices", "disable", "email_begin",
-            "email_set", "emergency_begin", "emergency_check", "enroll_begin",
+            "email_set", "emergency_begin", "emergency_check", "enroll_begin", "enrolled_since",
             "enroll_confirm", "enroll_finish", "enrolled_users", "first_seen", "hello",
             "new_recovery_codes", "offline_codes", "offline_report", "prove",
             "revoke_device", "skip_device", "status"}

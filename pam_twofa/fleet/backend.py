@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 HEALTH_SECONDS = 5.0  # between checks while healthy (1 s while not)
 WATCH_SECONDS = 0.02  # how late the watchdog may notice a call past its deadline
 CACHE_SECONDS = 60.0  # between refreshes of the enrolled list
+OVERLAP_SECONDS = 30.0  # what each partial refresh reads again
 
 
 class Offline(Exception):
@@ -151,6 +152,7 @@ class Backend:
         self.healthy: bool | None = None  # None: not known yet (the first check says)
         self.enrolled: frozenset[str] | None = self._read_cache()
         self.cache_at = 0.0
+        self.since: float | None = None  # the database's clock at the last refresh
         self.stopping = threading.Event()
         # Offline break-glass (fleet.offline): what this host did offline is reported
         # before the database is marked reachable; local checks hold ``transition``.
@@ -242,16 +244,33 @@ class Backend:
                     self.mark(True)
             else:
                 self.mark(True)
-            if time.monotonic() - self.cache_at >= CACHE_SECONDS or self.enrolled is None:
-                rows = self.call("SELECT twofa_api.enrolled_users()", (),
-                                 time.monotonic() + self.timeout)
-                with self.cache_lock:
-                    self.enrolled = frozenset(r[0] for r in rows)
-                    self.cache_at = time.monotonic()
-                    self._write_cache()
+            self._refresh()
             return True
         except (Offline, RuntimeError):
             return False
+
+    def _refresh(self) -> None:
+        """The enrolled list: whole every ``CACHE_SECONDS`` (names that left go),
+        else the enrollments since the last call (``OVERLAP_SECONDS`` back, for
+        transactions that committed after an earlier call read the clock)."""
+        full = self.enrolled is None or self.since is None or (
+            time.monotonic() - self.cache_at >= CACHE_SECONDS)
+        since = None if full or self.since is None else self.since - OVERLAP_SECONDS
+        rows = self.call("SELECT twofa_api.enrolled_since(%s)", (since,),
+                         time.monotonic() + self.timeout)
+        got = rows[0][0]
+        names = frozenset(n for n in got.get("names", []) if type(n) is str)
+        with self.cache_lock:
+            known = self.enrolled
+            if full or known is None:
+                self.enrolled = names
+                self.cache_at = time.monotonic()
+            elif names - known:
+                self.enrolled = known | names
+            if self.enrolled != known:
+                self._write_cache()
+            now = got.get("now")
+            self.since = float(now) if isinstance(now, (int, float)) else None
 
     def health_loop(self) -> None:
         while not self.stopping.is_set():

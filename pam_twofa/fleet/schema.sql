@@ -841,6 +841,22 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
                    WHERE locked_until > clock_timestamp() OR suspended))
 $$;
 
+-- The daemon's list of enrolled names (its offline answers): all of them with
+-- p_since NULL, else those enrolled at or after p_since (an epoch of the database's
+-- clock), with the database's now for the next call. The daemon asks at each health
+-- check (5 s), so a user enrolled on another host is known here within seconds, not
+-- only at the full refresh (60 s).
+CREATE INDEX IF NOT EXISTS users_enrolled_at ON twofa.users (enrolled_at);
+CREATE OR REPLACE FUNCTION twofa_api.enrolled_since(p_since double precision) RETURNS jsonb
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
+    SELECT jsonb_build_object(
+        'now', twofa.epoch(clock_timestamp()),
+        'names', coalesce((SELECT jsonb_agg(name) FROM twofa.users
+                           WHERE enrolled AND (p_since IS NULL
+                                               OR enrolled_at >= to_timestamp(p_since))),
+                          '[]'::jsonb))
+$$;
+
 -- A host says it is alive (the daemon at each connect): `fleet status` shows it.
 CREATE OR REPLACE FUNCTION twofa_api.hello() RETURNS integer
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = twofa, pg_temp AS $$
@@ -1037,6 +1053,7 @@ GRANT EXECUTE ON FUNCTION
     twofa_api.first_seen(text),
     twofa_api.status(text),
     twofa_api.enrolled_users(),
+    twofa_api.enrolled_since(double precision),
     twofa_api.enroll_begin(text, text, integer, integer, text),
     twofa_api.enroll_confirm(text, text),
     twofa_api.new_recovery_codes(text, text),
