@@ -143,6 +143,13 @@ class MailError(TwofaError):
 MAIL_KINDS = ("resolve", "connect", "tls", "auth", "rejected", "timeout")
 
 
+class ServiceSocketError(TwofaError):
+    """A root service cannot take its socket path: not a socket, or in use."""
+
+    reason = "bad-socket"
+    exit_name = "FAILED"
+
+
 class RequestError(TwofaError):
     """A request the enrollment service refuses before any operation runs."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -179,6 +180,44 @@ def test_multi_host_dsn_first_host_down_uses_the_second(
            "dbname=postgres target_session_attrs=read-write")
     d = start(daemons, tmp_path, "h1", dsn)
     assert d.check("gina", code_now(secret))["result"] == "ok"
+
+
+def test_a_second_daemon_cannot_take_the_socket_a_stale_one_is_replaced(
+        fleet_db: FleetDb, tmp_path: Path, daemons: list[Daemon]) -> None:
+    """A second twofa-fleetd started by mistake (or by whoever can run it) must not
+    take the live daemon's clients; a socket nobody listens on is replaced, and
+    anything else at the path is refused."""
+    d1 = start(daemons, tmp_path, "h1", fleet_db.server.dsn("host1"))
+    twice = subprocess.run(
+        ["/usr/bin/python3", "-m", "pam_twofa.cli.fleetd", "--policy",
+         str(d1.dir / "policy.yaml"), "--socket", d1.socket], cwd=REPO,
+        capture_output=True, text=True, timeout=30)
+    assert twice.returncode != 0 and "already listens" in twice.stderr, twice
+    assert d1.check("gus", "123456")["result"] == "not-enrolled"  # still d1's socket
+    d1.stop()
+    daemons.remove(d1)
+    assert stat.S_ISSOCK(os.lstat(d1.socket).st_mode)  # left behind: stale
+    again = subprocess.Popen(
+        ["/usr/bin/python3", "-m", "pam_twofa.cli.fleetd", "--policy",
+         str(d1.dir / "policy.yaml"), "--socket", d1.socket,
+         "--cache", str(tmp_path / "again.json"), "--offline-dir", str(tmp_path / "off")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert again.stdout is not None
+        said = [again.stdout.readline() for _ in range(2)]  # reachable, then serving
+        assert "serving" in said[-1], said
+        assert fleetclient.status(d1.socket, 2, "gus")["enrolled"] is False
+    finally:
+        again.kill()
+        again.wait(5)
+    plain = tmp_path / "plain"
+    plain.write_text("not a socket")
+    refused = subprocess.run(
+        ["/usr/bin/python3", "-m", "pam_twofa.cli.fleetd", "--policy",
+         str(d1.dir / "policy.yaml"), "--socket", str(plain)], cwd=REPO,
+        capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "is not a socket" in refused.stderr, refused
+    assert plain.read_text() == "not a socket"
 
 
 def test_only_root_may_ask_and_requests_are_checked(

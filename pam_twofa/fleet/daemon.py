@@ -20,12 +20,10 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import stat
-import struct
 import threading
 import time
 
-from pam_twofa import fastjson, totp
+from pam_twofa import fastjson, totp, unixsock
 from pam_twofa.fleet.backend import Backend, Offline, say
 from pam_twofa.fleet.offline import BreakGlass
 from pam_twofa.store import validate_user_name
@@ -142,13 +140,6 @@ def parse(line: bytes) -> tuple[str, tuple[Any, ...], str]:
     return sql, tuple(args), request["user"]
 
 
-def peer_uid(conn: socket.socket) -> int:
-    size = struct.calcsize("3i")
-    _pid, uid, _gid = struct.unpack(
-        "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size))
-    return int(uid)
-
-
 def read_line(conn: socket.socket, deadline: float) -> bytes:
     buf = b""
     while b"\n" not in buf:
@@ -236,7 +227,7 @@ class Server:
     def handle(self, conn: socket.socket) -> None:
         try:
             with conn:
-                if peer_uid(conn) not in (0, self.allowed_uid):
+                if unixsock.peer_credentials(conn)[1] not in (0, self.allowed_uid):
                     # its line is read (and dropped) first: it gets the refusal, not
                     # a broken pipe when its write meets a closed socket
                     with contextlib.suppress(BadRequest):
@@ -291,23 +282,8 @@ class Server:
 
 
 def listen(path: str) -> socket.socket:
-    """A fresh 0600 socket at ``path`` (a stale socket is replaced, anything else is not)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise OSError(f"{path} exists and is not a socket")
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    sock.listen(MAX_CONNECTIONS)
-    return sock
+    """The daemon's socket at ``path``, mode 0600: root only (``unixsock``)."""
+    return unixsock.listen(path, 0o600, MAX_CONNECTIONS)
 
 
 def run(dsn: str, timeout: float, socket_path: str, cache: str | None = None,

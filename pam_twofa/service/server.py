@@ -16,12 +16,10 @@ each known uid gets one request at a time (a second concurrent one is
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import struct
 import threading
 
-from pam_twofa import log
+from pam_twofa import log, unixsock
 from pam_twofa.errors import RequestError, TwofaError
 from pam_twofa.service.context import Caller, Context, identify
 from pam_twofa.service.operations import OPERATIONS
@@ -66,12 +64,6 @@ def dispatch(ctx: Context, caller: Caller, raw: bytes) -> dict[str, Any]:
         return refusal("internal-error", "internal error (logged)")
 
 
-def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the peer, from the kernel."""
-    size = struct.calcsize("3i")
-    return struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size))
-
-
 class Server:
     """Accepts connections; one thread each, one at a time per known uid."""
 
@@ -105,7 +97,7 @@ class Server:
 
     def _accepted(self, conn: socket.socket) -> None:
         try:
-            pid, uid, _gid = peer_credentials(conn)
+            pid, uid, _gid = unixsock.peer_credentials(conn)
         except OSError:
             conn.close()
             return
@@ -169,34 +161,6 @@ class Server:
 
 
 def listen(path: str) -> socket.socket:
-    """Bind the socket at ``path`` (mode 0666: who may ask is decided per request)."""
-    import stat
-
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise RequestError("bad-socket", f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # stale: nobody listens
-        else:
-            raise RequestError("in-use", f"another service already listens on {path}")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o111)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    os.chmod(path, 0o666)
-    sock.listen(64)
-    return sock
+    """The service's socket at ``path``, mode 0666: who may ask is decided per
+    request, from the kernel's word on the peer (``unixsock``)."""
+    return unixsock.listen(path, 0o666, 64)
