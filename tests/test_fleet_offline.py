@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from pam_twofa import fleetclient, policyfile
 from pam_twofa import policy as policy_mod
-from pam_twofa import policyfile
+from pam_twofa.errors import FleetError
 from pam_twofa.fleet.admin import settings_of
 from pam_twofa.fleet.offline import Bcrypt
 from tests.fleet_support import (
@@ -129,6 +130,19 @@ def test_break_glass_one_use_offline_local_lock_reported_fleet_wide(
     assert again.rc != 0 and log_text(again).endswith(
         "result=refused reason=offline verdict=bad-code failures=1"), again
     habit = h1.login("alice", code_now(secrets["alice"]))  # a TOTP code: no guess, not counted
+    assert habit.rc != 0 and log_text(habit).endswith("verdict=bad-code failures=1"), habit
+    # hostile answers straight to the daemon: other digits, undecodable bytes, a
+    # right code with a tail or made of Arabic-Indic digits, the longest answer: none
+    # is a recovery code, none is a guess, the daemon serves on
+    right = CODES["alice"][1]
+    assert h1.daemon is not None
+    for hostile in ("\u0661" * 10, "\udcff\udcfe" + right, right + "\n1",
+                    "".join(chr(0x660 + int(c)) for c in right), "9" * 1024):
+        got = fleetclient.offline_check(h1.daemon.socket, TIMEOUT + 2.5, "alice", hostile)
+        assert got.get("result") != "recovery-code", (hostile, got)
+    with pytest.raises(FleetError, match="bad-arguments"):  # NUL: no request at all
+        fleetclient.offline_check(h1.daemon.socket, TIMEOUT + 2.5, "alice", right + "\x00")
+    habit = h1.login("alice", code_now(secrets["alice"]))
     assert habit.rc != 0 and log_text(habit).endswith("verdict=bad-code failures=1"), habit
     texts = [log_text(h1.login("carol", WRONG)) for _ in range(5)]
     assert [t.split("failures=")[1].split()[0] for t in texts] == ["1", "2", "3", "4", "5"]
